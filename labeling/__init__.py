@@ -1,0 +1,1 @@
+"""Label store and background retrain job for Language Ranker."""
