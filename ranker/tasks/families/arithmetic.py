@@ -1,0 +1,65 @@
+"""`arithmetic`: one-line integer sums, differences and products (checker: numeric)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ranker.tasks.families.base import Family
+from ranker.tasks.problem import Problem
+
+FORMAT_INSTRUCTION = "Answer with just the number."
+
+
+@dataclass(frozen=True)
+class Arithmetic(Family):
+    """Integer arithmetic, e.g. "What is 47 + 38? Answer with just the number."
+
+    Difficulty levels:
+      1. one-digit operands, + - * (differences never negative)
+      2. two-digit + and -, two-digit times one-digit (default)
+      3. two-digit operands for all three operations; differences may be negative
+      4. three-digit + and -, two-digit times two-digit
+      5. three two-digit operands with mixed operations ("12 + 34 * 5", usual precedence)
+    Level 1 has only about 200 distinct prompts.
+    """
+
+    difficulty: int = 2
+
+    name = "arithmetic"
+    description = "Integer + - * with operand size set by difficulty; answer is one number."
+
+    def sample(self, rng: random.Random) -> Problem:
+        if self.difficulty == 5:
+            operands = [rng.randint(10, 99) for _ in range(3)]
+            operators = [rng.choice("+-*") for _ in range(2)]
+            expression = f"{operands[0]} {operators[0]} {operands[1]} {operators[1]} {operands[2]}"
+        else:
+            operator = rng.choice("+-*")
+            a, b = self._operands(rng, operator)
+            expression = f"{a} {operator} {b}"
+        # eval is safe here: the expression is built above from ints and + - * only.
+        value = eval(expression)  # noqa: S307
+        return Problem(
+            prompt=f"What is {expression}? {FORMAT_INSTRUCTION}",
+            answer=str(value),
+            checker="numeric",
+            meta={"expression": expression},
+        )
+
+    def _operands(self, rng: random.Random, operator: str) -> tuple[int, int]:
+        """Two operands for levels 1-4 (see the class docstring)."""
+        level = self.difficulty
+        if level == 1:
+            a, b = rng.randint(1, 9), rng.randint(1, 9)
+        elif level == 2:
+            a = rng.randint(10, 99)
+            b = rng.randint(2, 9) if operator == "*" else rng.randint(10, 99)
+        elif level == 3:
+            return rng.randint(10, 99), rng.randint(10, 99)
+        else:
+            digits = (10, 99) if operator == "*" else (100, 999)
+            return rng.randint(*digits), rng.randint(*digits)
+        if operator == "-" and b > a:
+            a, b = b, a  # keep early levels free of negative results
+        return a, b
