@@ -1,0 +1,162 @@
+"""A feature store: sampled candidates for a set of problems, their labels and their features.
+
+Built once by sampling (`ranker.build`), then read many times by training, evaluation and
+the experiments, so that no experiment re-runs the LLM. On disk, a folder:
+
+- `features.safetensors`: `instruction` (P, L, H) and `responses` (P, N, L, H), float16
+  (float32 if a value would overflow float16), L = number of recorded layers;
+- `candidates.parquet`: one row per (problem, candidate): text, finish reason, length,
+  log-probs, `correct` (the checker's label) and `vote_key` (for majority vote);
+- `problems.jsonl`: the problems (prompt, answer, checker, tests, family);
+- `card.json`: model fingerprint, layers, sampling config, what was built, timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+import ranker
+from ranker.fingerprint import FeatureFingerprint, ModelFingerprint
+from ranker.sampling import SamplingConfig
+from ranker.tasks import Problem
+
+FLOAT16_MAX = 65504.0
+
+
+@dataclass
+class FeatureStore:
+    """N candidates for each of P problems, labelled, with features at L layers."""
+
+    problems: list[Problem]
+    candidates: pd.DataFrame  # P * N rows ordered by (problem_index, candidate_index)
+    instruction: torch.Tensor  # (P, L, H) float32
+    responses: torch.Tensor  # (P, N, L, H) float32
+    layers: tuple[int, ...]  # hidden_states indices (ranker.features)
+    model: ModelFingerprint
+    sampling: SamplingConfig
+    info: dict = field(default_factory=dict)  # what was built and how long it took
+
+    def __post_init__(self) -> None:
+        num_problems, n = self.responses.shape[:2]
+        if len(self.problems) != num_problems or self.instruction.shape[0] != num_problems:
+            raise ValueError(f"store has {len(self.problems)} problems but features for {num_problems}")
+        if len(self.candidates) != num_problems * n:
+            raise ValueError(f"store has {len(self.candidates)} candidate rows, expected {num_problems} x {n}")
+
+    @property
+    def num_candidates(self) -> int:
+        return self.responses.shape[1]
+
+    @property
+    def families(self) -> list[str]:
+        return [p.family for p in self.problems]
+
+    def labels(self) -> torch.Tensor:
+        """(P, N) float: 1.0 where the checker accepted the candidate."""
+        return torch.tensor(self.candidates["correct"].to_numpy(dtype="float32")).view(len(self.problems), -1)
+
+    def column(self, name: str) -> list[list]:
+        """A candidates column as P lists of N values."""
+        values = self.candidates[name].tolist()
+        n = self.num_candidates
+        return [values[i * n : (i + 1) * n] for i in range(len(self.problems))]
+
+    def features(self, layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(instruction (P, H), responses (P, N, H)) at one recorded layer (default: the first)."""
+        if layer is None:
+            slot = 0
+        elif layer in self.layers:
+            slot = self.layers.index(layer)
+        else:
+            raise ValueError(f"layer {layer} is not in this store; it has layers {list(self.layers)}")
+        return self.instruction[:, slot], self.responses[:, :, slot]
+
+    def feature_fingerprint(self, layer: int | None = None) -> FeatureFingerprint:
+        return FeatureFingerprint(model=self.model, layer=self.layers[0] if layer is None else layer)
+
+    def subset(self, indices: list[int]) -> "FeatureStore":
+        """The store restricted to some problems, in the given order (problem_index renumbered)."""
+        n = self.num_candidates
+        rows = [i * n + k for i in indices for k in range(n)]
+        index = torch.tensor(indices, dtype=torch.long)
+        candidates = self.candidates.iloc[rows].reset_index(drop=True)
+        candidates["problem_index"] = [position for position in range(len(indices)) for _ in range(n)]
+        return FeatureStore(
+            problems=[self.problems[i] for i in indices],
+            candidates=candidates,
+            instruction=self.instruction[index],
+            responses=self.responses[index],
+            layers=self.layers,
+            model=self.model,
+            sampling=self.sampling,
+            info=dict(self.info),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the store folder atomically (a crash never leaves half a store)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            overflow = max(self.instruction.abs().max().item(), self.responses.abs().max().item()) >= FLOAT16_MAX
+            dtype = torch.float32 if overflow else torch.float16
+            save_file(
+                {"instruction": self.instruction.to(dtype).contiguous(), "responses": self.responses.to(dtype).contiguous()},
+                staging / "features.safetensors",
+            )
+            self.candidates.to_parquet(staging / "candidates.parquet", index=False)
+            with open(staging / "problems.jsonl", "w", encoding="utf-8") as handle:
+                for problem in self.problems:
+                    record = {"prompt": problem.prompt, "answer": problem.answer, "checker": problem.checker,
+                              "tests": list(problem.tests), "family": problem.family}
+                    handle.write(json.dumps(record) + "\n")
+            card = {
+                "model": self.model.to_dict(),
+                "layers": list(self.layers),
+                "sampling": self.sampling.to_dict(),
+                "num_problems": len(self.problems),
+                "num_candidates": self.num_candidates,
+                "feature_dtype": str(dtype).replace("torch.", ""),
+                "library_version": ranker.__version__,
+                "info": self.info,
+            }
+            (staging / "card.json").write_text(json.dumps(card, indent=2))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureStore":
+        folder = Path(path)
+        card_path = folder / "card.json"
+        if not card_path.is_file():
+            raise ValueError(f"{str(folder)!r} is not a feature store (no card.json); build one with `python -m ranker build`.")
+        card = json.loads(card_path.read_text())
+        tensors = load_file(folder / "features.safetensors")
+        problems = []
+        with open(folder / "problems.jsonl", encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                problems.append(Problem(record["prompt"], record["answer"], record["checker"], tuple(record["tests"]), record["family"]))
+        return cls(
+            problems=problems,
+            candidates=pd.read_parquet(folder / "candidates.parquet"),
+            instruction=tensors["instruction"].float(),
+            responses=tensors["responses"].float(),
+            layers=tuple(card["layers"]),
+            model=ModelFingerprint.from_dict(card["model"]),
+            sampling=SamplingConfig(**card["sampling"]),
+            info=card.get("info", {}),
+        )
