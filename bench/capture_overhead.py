@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--n", type=int, default=None, help="candidates per prompt (default 16; 64 with --random-llama-8b)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 64; 256 with --random-llama-8b")
-    parser.add_argument("--pairs", type=int, default=5, help="alternating plain/capture pairs")
+    parser.add_argument("--pairs", type=int, default=7, help="alternating plain/capture pairs")
     parser.add_argument("--layer", type=float, default=0.6)
     args = parser.parse_args()
 

@@ -62,9 +62,14 @@ def resolve_layers(layers: int | float | Sequence[int | float], num_layers: int)
     return tuple(resolved)
 
 
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder stack (embeddings, blocks, final norm) without the LM head."""
+    return model.get_decoder() if hasattr(model, "get_decoder") else model
+
+
 def decoder_parts(model: nn.Module) -> tuple[nn.Module, Sequence[nn.Module], nn.Module]:
     """(embedding, blocks, final norm) of a decoder-only Hugging Face model."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    decoder = decoder_of(model)
     for embed_name, blocks_name, norm_name in (("embed_tokens", "layers", "norm"), ("wte", "h", "ln_f")):
         if all(hasattr(decoder, name) for name in (embed_name, blocks_name, norm_name)):
             return getattr(decoder, embed_name), getattr(decoder, blocks_name), getattr(decoder, norm_name)
@@ -110,7 +115,8 @@ class LastPositionRecorder:
             module = hidden_state_module(self.model, layer)
             self._handles.append(module.register_forward_hook(self._hook(slot)))
         # Runs after every layer hook of the same call: advance the step counter once per call.
-        self._handles.append(self.model.register_forward_hook(self._advance))
+        # On the decoder, not the LM wrapper, so a decoder-only call (no LM head) counts too.
+        self._handles.append(decoder_of(self.model).register_forward_hook(self._advance))
         return self
 
     def __exit__(self, *exc) -> None:

@@ -18,7 +18,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ranker.base_model import BaseModel
-from ranker.features import LastPositionRecorder, resolve_layers
+from ranker.features import LastPositionRecorder, decoder_of, resolve_layers
 
 
 @dataclass
@@ -220,7 +220,8 @@ def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig
     # Response feature of row r: slot lengths[r] (its last token j = lengths[r] - 1 lands in slot j + 1).
     row_index = torch.arange(rows, device=recorder.buffer.device)
     responses = recorder.buffer[:, lengths, row_index].permute(1, 0, 2).float().cpu()  # (rows, num_layers, H)
-    instructions = recorder.buffer[:, 0, ::n].permute(1, 0, 2).float().cpu()  # (B, num_layers, H)
+    # .clone(): a view would keep the whole (num_layers, capacity, rows, H) buffer alive.
+    instructions = recorder.buffer[:, 0, ::n].permute(1, 0, 2).float().cpu().clone()  # (B, num_layers, H)
 
     results = []
     for b, prompt in enumerate(prompts):
@@ -288,11 +289,11 @@ def _final_decode_step(model, recorder: LastPositionRecorder, output, prompt_mas
     )
     position_ids = (full_mask.long().cumsum(-1) - 1)[:, -1:]
     recorder.rows_for_next_call = need
-    model(
+    # The decoder alone: the hooks need hidden states, not next-token logits.
+    decoder_of(model)(
         input_ids=sequences[need, -1:],
         attention_mask=full_mask,
         position_ids=position_ids,
         cache=cache,
         use_cache=True,
-        logits_to_keep=1,
     )

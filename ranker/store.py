@@ -80,6 +80,15 @@ class FeatureStore:
             raise ValueError(f"layer {layer} is not in this store; it has layers {list(self.layers)}")
         return self.instruction[:, slot], self.responses[:, :, slot]
 
+    def family_summary(self) -> pd.DataFrame:
+        """Per family: prompts, per-sample accuracy and oracle@N (any candidate correct)."""
+        labels = self.labels()
+        frame = pd.DataFrame({"family": self.families, "per_sample": labels.mean(dim=1).numpy(),
+                              "oracle": labels.max(dim=1).values.numpy()})
+        summary = frame.groupby("family", sort=False).agg(prompts=("per_sample", "size"), per_sample=("per_sample", "mean"),
+                                                          oracle=("oracle", "mean"))
+        return summary.rename(columns={"oracle": f"oracle@{self.num_candidates}"})
+
     def feature_fingerprint(self, layer: int | None = None) -> FeatureFingerprint:
         return FeatureFingerprint(model=self.model, layer=self.layers[0] if layer is None else layer)
 

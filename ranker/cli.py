@@ -1,0 +1,277 @@
+"""Command line: `python -m ranker VERB ...`; `python -m ranker VERB --help` explains each verb.
+
+- build: sample N candidates per prompt, label them with the checker, store their features;
+- train: train a ListRanker or PointRanker on a feature store;
+- eval:  compare rankers with the baselines on held-out candidates (a store, or your JSONL file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_FAMILIES = "arithmetic,word_problem,function_call,code,comparison,unit_conversion,table_lookup"
+DEFAULT_RANKERS = {"list_ranker": "assets/rankers/default-list", "point_ranker": "assets/rankers/default-point"}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_layers(text: str) -> list[int | float]:
+    """"0.6" -> [0.6]; "18" -> [18]; "0.1,0.5,1.0" -> fractions; ints are indices."""
+    values: list[int | float] = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            values.append(float(item) if "." in item else int(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"layers must be ints (indices) or decimals (fractions), got {item!r}") from None
+    return values
+
+
+def print_progress(label: str):
+    """A progress callback (done, total) that prints elapsed and remaining time to stderr."""
+    start = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - start
+        eta = elapsed / done * (total - done) if done else 0.0
+        print(f"\r{label}: {done}/{total} prompts, {elapsed:.0f} s elapsed, ~{eta:.0f} s left", end="", file=sys.stderr, flush=True)
+        if done == total:
+            print(file=sys.stderr)
+
+    return report
+
+
+# --- build ------------------------------------------------------------------------------------
+
+
+def load_problems(args) -> tuple[list, list]:
+    """(train, test) problems from --tasks-file or the --tasks families."""
+    from ranker.tasks import load_tasks_file, split, split_problems
+
+    if args.tasks_file:
+        problems = load_tasks_file(args.tasks_file)
+        n_test = min(args.n_test, len(problems))
+        n_train = min(args.n_train, len(problems) - n_test)
+        data = split_problems(problems, n_train, n_test, seed=args.seed)
+        return data.train, data.test
+    train, test = [], []
+    for name in [n.strip() for n in args.tasks.split(",") if n.strip()]:
+        data = split(name, args.n_train, args.n_test, seed=args.seed)
+        train += data.train
+        test += data.test
+    return train, test
+
+
+def cmd_build(args) -> None:
+    from ranker.base_model import load_base_model
+    from ranker.build import build_store
+    from ranker.sampling import SamplingConfig
+
+    train, test = load_problems(args)
+    sampling = SamplingConfig(
+        num_candidates=args.n, temperature=args.temperature, top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens, seed=args.seed,
+    ).validate()
+    base = load_base_model(args.model)
+    out = Path(args.out)
+    for name, problems, offset in (("train", train, 0), ("test", test, 1_000_000)):
+        if not problems:
+            continue
+        # Different seeds for the two splits, so they share no sampling stream.
+        config = SamplingConfig(**{**sampling.to_dict(), "seed": sampling.seed + offset})
+        store = build_store(base, problems, config, args.layers, prompts_per_call=args.prompts_per_call,
+                            progress=print_progress(f"build {name}"))
+        store.save(out / name)
+        labels = store.labels()
+        print(f"{name}: {len(problems)} prompts x N={args.n} -> {out / name} "
+              f"(per-sample accuracy {labels.mean():.1%}, oracle@{args.n} {labels.max(dim=1).values.mean():.1%}, "
+              f"layers {list(store.layers)}, {store.info['build_seconds']:.0f} s)")
+        print(store.family_summary().to_string(float_format=lambda v: f"{v:.1%}"))
+
+
+def add_build(sub) -> None:
+    parser = sub.add_parser(
+        "build",
+        help="sample N candidates per prompt, label them with the checker, and store their features",
+        description="Sample N candidates for every prompt of a task set with the base model, capture the "
+        "ranking features during generation, label each candidate with the task's checker, and write "
+        "OUT/train and OUT/test feature stores.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--tasks", default=DEFAULT_FAMILIES, help=f"comma-separated task families (default: {DEFAULT_FAMILIES})")
+    source.add_argument("--tasks-file", help="a JSONL file of your own problems: {prompt, answer, checker[, tests]} per line")
+    parser.add_argument("--n-train", type=int, default=200, help="training prompts per family, or from the file (default 200)")
+    parser.add_argument("--n-test", type=int, default=100, help="held-out prompts per family, or from the file (default 100)")
+    parser.add_argument("--n", type=int, default=16, help="candidates per prompt (default 16)")
+    parser.add_argument("--layers", type=parse_layers, default=[0.6], help="layer indices or depth fractions, comma-separated (default 0.6)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--prompts-per-call", type=int, default=8, help="prompts per generate call (default 8)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="base model: hub id, folder or .gguf (default: $LANGUAGE_RANKER_MODEL, else embedded)")
+    parser.add_argument("--out", required=True, help="output folder; OUT/train and OUT/test are written")
+    parser.set_defaults(func=cmd_build)
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> None:
+    from ranker.evaluation import evaluate_selection
+    from ranker.pipeline import correctness_metrics, score_store, train_on_store
+    from ranker.store import FeatureStore
+
+    store = FeatureStore.load(args.store)
+    val_store = FeatureStore.load(args.val_store) if args.val_store else None
+    layer = store.layers[0] if args.layer is None else args.layer
+    hyperparams = {k: v for k, v in dict(
+        num_blocks=args.blocks, projection_dim=args.projection_dim, use_instruction=not args.no_instruction,
+        epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
+    ).items() if v is not None}
+    ranker = train_on_store(store, layer, kind=args.kind, val_store=val_store, **hyperparams)
+    params = sum(p.numel() for p in ranker.model_.parameters())
+    message = (f"trained {args.kind} ranker: {params:,} parameters, layer {layer}, "
+               f"{len(store.problems)} prompts x N={store.num_candidates}, {ranker.train_result_.wall_time_s:.1f} s on CPU")
+    if val_store is not None:
+        scores = score_store(ranker, val_store)
+        accuracy = evaluate_selection(val_store, {"ranker": scores})
+        quality = correctness_metrics(ranker, scores, val_store.labels())
+        ranker.metrics_.update(val_accuracy=accuracy, val_auroc=quality["auroc"], val_ece=quality["ece"])
+        message += (f"; held-out best-of-{val_store.num_candidates} {accuracy['ranker']:.1%} (first sample "
+                    f"{accuracy['first']:.1%}, oracle {accuracy['oracle']:.1%}), AUROC {quality['auroc']:.3f}")
+    ranker.save(args.out)
+    print(message)
+    print(f"saved to {args.out}")
+
+
+def add_train(sub) -> None:
+    parser = sub.add_parser("train", help="train a ListRanker or PointRanker on a feature store",
+                            description="Train a ranker on a feature store built by `build`; save it as safetensors "
+                            "plus a JSON card (config, base-model fingerprint, layer, data summary, metrics).")
+    parser.add_argument("--store", required=True, help="training feature store (e.g. OUT/train from build)")
+    parser.add_argument("--val-store", help="held-out store, for validation during training and the reported metrics")
+    parser.add_argument("--kind", choices=["list", "point"], default="list")
+    parser.add_argument("--layer", type=int, help="hidden_states index to train on (default: the store's first layer)")
+    parser.add_argument("--blocks", type=int, help="transformer blocks (list) or MLP blocks (point); default 1")
+    parser.add_argument("--projection-dim", type=int, help="projection width (default 64)")
+    parser.add_argument("--no-instruction", action="store_true", help="ablation: ignore the instruction feature")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"])
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out", required=True, help="checkpoint folder to write")
+    parser.set_defaults(func=cmd_train)
+
+
+# --- eval -------------------------------------------------------------------------------------
+
+
+def ranker_paths(paths: list[str] | None) -> dict[str, str]:
+    """Name -> checkpoint folder: the --ranker paths, else the shipped defaults that exist."""
+    if paths:
+        return {Path(p).name: p for p in paths}
+    return {name: str(REPO_ROOT / path) for name, path in DEFAULT_RANKERS.items() if (REPO_ROOT / path / "card.json").is_file()}
+
+
+def load_rankers(paths: list[str] | None, store) -> dict:
+    """Named rankers, each checked against the store's base model at its own layer."""
+    from ranker.estimator import LanguageRanker
+
+    rankers = {}
+    for name, path in ranker_paths(paths).items():
+        ranker = LanguageRanker.load(path)
+        if ranker.fingerprint_ is None:
+            raise ValueError(f"ranker {name!r} at {path} records no feature fingerprint; it cannot be checked against the store")
+        ranker.fingerprint_.check_compatible(store.feature_fingerprint(ranker.fingerprint_.layer), what=f"ranker {name!r}")
+        rankers[name] = ranker
+    return rankers
+
+
+def format_table(result: dict, n: int, prompts: int) -> str:
+    import pandas as pd
+
+    order = ["oracle", "list_ranker", "point_ranker", "max_logprob", "majority", "first", "random", "per_sample"]
+    accuracy = result["accuracy"]
+    names = [m for m in order if m in accuracy] + sorted(m for m in accuracy if m not in order)
+    rows = []
+    for name in names:
+        quality = result["correctness"].get(name, {})
+        rows.append({"method": name, "accuracy": f"{accuracy[name]:.1%}",
+                     "AUROC": f"{quality['auroc']:.3f}" if quality else "",
+                     "ECE": f"{quality['ece']:.3f}" if quality else ""})
+    return f"best-of-{n} on {prompts} held-out prompts\n" + pd.DataFrame(rows).to_string(index=False)
+
+
+def cmd_eval(args) -> None:
+    from ranker.pipeline import evaluate_store
+    from ranker.store import FeatureStore
+
+    if args.tasks_file:
+        from ranker.base_model import load_base_model
+        from ranker.build import build_store
+        from ranker.checkpoint import read_card
+        from ranker.sampling import SamplingConfig
+        from ranker.tasks import load_tasks_file
+
+        problems = load_tasks_file(args.tasks_file)
+        config = SamplingConfig(num_candidates=args.n or 16, max_new_tokens=args.max_new_tokens, seed=args.seed).validate()
+        # Record exactly the layers the rankers read (the paper's 0.6 when there is no ranker).
+        layers = [read_card(path).fingerprint.layer for path in ranker_paths(args.ranker).values()] or [0.6]
+        base = load_base_model(args.model)
+        store = build_store(base, problems, config, layers, progress=print_progress("sample"))
+    elif args.store:
+        store = FeatureStore.load(args.store)
+    else:
+        raise ValueError("give --store (a built test store) or --tasks-file (a JSONL file to sample and evaluate)")
+    n = args.n or store.num_candidates
+    rankers = load_rankers(args.ranker, store)
+    if not rankers:
+        print("note: no ranker given and no shipped default ranker found; evaluating the baselines only", file=sys.stderr)
+    result = evaluate_store(store, rankers, n=n, draws=args.draws, seed=args.seed)
+    print(format_table(result, n, len(store.problems)))
+    if args.json:
+        summary = {name: (None if math.isnan(v) else round(v, 4)) for name, v in result["accuracy"].items()}
+        summary.update(n=n, prompts=len(store.problems))
+        print(json.dumps(summary))
+
+
+def add_eval(sub) -> None:
+    parser = sub.add_parser("eval", help="compare rankers with first sample, random, majority vote, max log-prob and oracle",
+                            description="Best-of-N accuracy of every method on the same held-out candidates, with AUROC "
+                            "and ECE of each ranker's scores as a correctness predictor. With --json the last line is "
+                            "one JSON object {method: accuracy, ..., n, prompts}.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--store", help="a held-out feature store (OUT/test from build)")
+    source.add_argument("--tasks-file", help="a JSONL file of your own problems: sampled now, then evaluated")
+    parser.add_argument("--ranker", action="append", help="ranker checkpoint folder (repeatable; default: the shipped rankers)")
+    parser.add_argument("--n", type=int, default=None, help="candidates per prompt (default: all in the store; 16 when sampling)")
+    parser.add_argument("--draws", type=int, default=5, help="random N-subsets averaged when N is below the store's")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="base model for --tasks-file (default: $LANGUAGE_RANKER_MODEL, else embedded)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.set_defaults(func=cmd_eval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ranker",
+        description="Language Ranker: rank sampled LLM answers with a tiny ranker on the base model's own hidden states.",
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    add_build(sub)
+    add_train(sub)
+    add_eval(sub)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

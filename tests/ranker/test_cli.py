@@ -1,0 +1,105 @@
+"""The CLI end to end: build on the tiny model, train and eval on a store with a learnable signal."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from ranker.cli import main
+from ranker.data import make_synthetic_queries
+from ranker.fingerprint import ModelFingerprint
+from ranker.sampling import SamplingConfig
+from ranker.store import FeatureStore
+from ranker.tasks import Problem
+
+from tests.tiny_model import tiny_base_model
+
+
+def synthetic_store(num_problems: int, seed: int, n: int = 8, skip: int = 0) -> FeatureStore:
+    """A store whose labels can be read from the features (instruction-relative signal).
+
+    The generator draws its feature space from `seed`; stores meant to be train and test of
+    one "model" share the seed and differ in `skip` (the queries they take).
+    """
+    queries = make_synthetic_queries(skip + num_problems, n, 32, seed=seed, signal=4.0, generic_signal=0.5)[skip:]
+    num_problems = len(queries)
+    labels = torch.stack([q.labels for q in queries])
+    rows = [{"problem_index": p, "family": "synthetic", "candidate_index": k, "text": f"{p}-{k}",
+             "finish_reason": "eos", "num_tokens": 3, "sum_logprob": -1.0, "mean_logprob": float(-(k % 3)),
+             "correct": bool(labels[p, k]), "vote_key": str(k % 2)} for p in range(num_problems) for k in range(n)]
+    return FeatureStore(
+        problems=[Problem(f"synthetic {seed}-{p}", "1", "numeric", family="synthetic") for p in range(num_problems)],
+        candidates=pd.DataFrame(rows),
+        instruction=torch.stack([q.instruction for q in queries])[:, None],
+        responses=torch.stack([q.responses for q in queries])[:, :, None],
+        layers=(2,),
+        model=ModelFingerprint("synthetic", "v1", 4, 32),
+        sampling=SamplingConfig(num_candidates=n),
+    )
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stores")
+    synthetic_store(300, seed=0).save(root / "train")
+    synthetic_store(150, seed=0, skip=300).save(root / "test")
+    return root
+
+
+def test_train_then_eval_beats_the_baselines(stores, tmp_path, capsys):
+    for kind in ("list", "point"):
+        assert main(["train", "--store", str(stores / "train"), "--val-store", str(stores / "test"),
+                     "--kind", kind, "--out", str(tmp_path / f"{kind}_ranker")]) == 0
+    out = capsys.readouterr().out
+    assert "trained list ranker" in out and "parameters, layer 2" in out
+    assert main(["eval", "--store", str(stores / "test"), "--ranker", str(tmp_path / "list_ranker"),
+                 "--ranker", str(tmp_path / "point_ranker"), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["n"] == 8 and result["prompts"] == 150
+    assert set(result) >= {"list_ranker", "point_ranker", "first", "random", "majority", "max_logprob", "oracle"}
+    for ranker in ("list_ranker", "point_ranker"):
+        assert result[ranker] >= result["first"] + 0.2, result
+        assert result[ranker] <= result["oracle"]
+    assert any(line.startswith("best-of-8") for line in lines)
+    # smaller N through random subsets
+    assert main(["eval", "--store", str(stores / "test"), "--ranker", str(tmp_path / "list_ranker"), "--n", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 2
+
+
+def test_eval_refuses_a_ranker_for_another_model(stores, tmp_path, capsys):
+    main(["train", "--store", str(stores / "train"), "--out", str(tmp_path / "ranker")])
+    other = synthetic_store(20, seed=3)
+    other.model = ModelFingerprint("another-model", "v9", 4, 32)
+    other.save(tmp_path / "other")
+    capsys.readouterr()
+    assert main(["eval", "--store", str(tmp_path / "other"), "--ranker", str(tmp_path / "ranker")]) == 2
+    assert "does not match" in capsys.readouterr().err
+
+
+def test_build_on_a_local_model_folder(tmp_path, capsys):
+    folder = tmp_path / "tiny-model"
+    base = tiny_base_model()
+    base.model.save_pretrained(folder)
+    base.tokenizer.save_pretrained(folder)
+    tasks = tmp_path / "mine.jsonl"
+    tasks.write_text("\n".join(json.dumps({"prompt": f"Say {d}.", "answer": str(d), "checker": "numeric"}) for d in range(10)))
+    assert main(["build", "--tasks-file", str(tasks), "--n-train", "6", "--n-test", "4", "--n", "4",
+                 "--max-new-tokens", "6", "--layers", "1,0.5", "--model", str(folder), "--out", str(tmp_path / "built")]) == 0
+    train, test = FeatureStore.load(tmp_path / "built" / "train"), FeatureStore.load(tmp_path / "built" / "test")
+    assert len(train.problems) == 6 and len(test.problems) == 4
+    assert train.layers == (1, 2) and train.responses.shape == (6, 4, 2, 32)
+    assert not set(p.prompt for p in train.problems) & set(p.prompt for p in test.problems)
+    assert "per-sample accuracy" in capsys.readouterr().out
+
+
+def test_bad_input_is_reported_not_raised(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x", "answer": "1", "checker": "nope"}\n')
+    assert main(["eval", "--tasks-file", str(bad)]) == 2
+    assert "line 1" in capsys.readouterr().err
+    assert main(["eval", "--store", str(tmp_path)]) == 2
+    assert "not a feature store" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["build", "--layers", "abc", "--out", str(tmp_path)])
