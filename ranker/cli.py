@@ -2,7 +2,8 @@
 
 - build: sample N candidates per prompt, label them with the checker, store their features;
 - train: train a ListRanker or PointRanker on a feature store;
-- eval:  compare rankers with the baselines on held-out candidates (a store, or your JSONL file).
+- eval:  compare rankers with the baselines on held-out candidates (a store, or your JSONL file);
+- experiment: the paper's analyses (scaling law, layer and block ablations, transfer, robustness, timing).
 """
 
 from __future__ import annotations
@@ -259,6 +260,80 @@ def add_eval(sub) -> None:
     parser.set_defaults(func=cmd_eval)
 
 
+EXPERIMENTS = ("main", "scaling", "layers", "blocks", "transfer", "robustness", "timing")
+ABLATION_LAYERS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
+
+
+def cmd_experiment(args) -> None:
+    import pandas as pd
+
+    from ranker import experiments
+    from ranker.features import resolve_layer
+    from ranker.store import FeatureStore
+
+    store_dir = Path(args.store)
+    if not (store_dir / "train" / "card.json").is_file() or not (store_dir / "test" / "card.json").is_file():
+        print(f"no feature stores in {store_dir}: building them first", file=sys.stderr)
+        build_args = argparse.Namespace(
+            tasks=args.tasks, tasks_file=None, n_train=args.n_train, n_test=args.n_test, n=args.n,
+            layers=parse_layers(ABLATION_LAYERS), temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens,
+            prompts_per_call=max(1, 128 // args.n), seed=0, model=args.model, out=str(store_dir),
+        )
+        cmd_build(build_args)
+    train, test = FeatureStore.load(store_dir / "train"), FeatureStore.load(store_dir / "test")
+    layer = resolve_layer(args.layer, train.model.num_layers)
+    if layer not in train.layers:
+        raise ValueError(f"layer {layer} is not in the store (it has {list(train.layers)}); rebuild with it in --layers")
+    seeds = list(range(args.seeds))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    which = EXPERIMENTS if args.which == "all" else tuple(args.which.split(","))
+    unknown = set(which) - set(EXPERIMENTS)
+    if unknown:
+        raise ValueError(f"unknown experiments {sorted(unknown)}; choose from {', '.join(EXPERIMENTS)} or all")
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    runs = {
+        "main": lambda: experiments.main_table(train, test, layer, seeds, log),
+        "scaling": lambda: experiments.scaling_law(train, test, layer, seeds, log=log),
+        "layers": lambda: experiments.layer_ablation(train, test, seeds, log=log),
+        "blocks": lambda: experiments.block_ablation(train, test, layer, seeds, log=log),
+        "transfer": lambda: experiments.transfer(train, test, layer, seeds[:1], log),
+        "robustness": lambda: experiments.robustness(train, test, layer, log=log),
+        "timing": lambda: experiments.training_time(train, layer, log=log),
+    }
+    for name in which:
+        start = time.perf_counter()
+        frame = pd.DataFrame(runs[name]())
+        frame.to_csv(out / f"{name}.csv", index=False)
+        print(f"{name}: {len(frame)} rows -> {out / name}.csv ({time.perf_counter() - start:.0f} s)")
+        if name == "main":
+            table = frame[frame.family == "all"].groupby("method").accuracy.agg(["mean", "std"]).sort_values("mean", ascending=False)
+            print(table.to_string(float_format=lambda v: f"{v:.1%}"))
+        if name == "timing":
+            seconds = frame.groupby("kind").seconds.median()
+            print("ranker training time on CPU (median): " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+
+
+def add_experiment(sub) -> None:
+    parser = sub.add_parser("experiment", help="reproduce the paper's analyses and write tidy results files",
+                            description="Run the scaling law, layer and block ablations, cross-task transfer, "
+                            "hyperparameter robustness and training time on STORE/train and STORE/test "
+                            "(built first if missing, with layers " + ABLATION_LAYERS + "). Writes one CSV "
+                            "per experiment under --out.")
+    parser.add_argument("--store", default="data/suite", help="folder holding train/ and test/ feature stores")
+    parser.add_argument("--out", default="assets/results", help="where the CSV files go (default assets/results)")
+    parser.add_argument("--which", default="all", help=f"comma-separated subset of {', '.join(EXPERIMENTS)} (default all)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per setting (default 3)")
+    parser.add_argument("--layer", type=float, default=0.6, help="depth fraction of the main layer (default 0.6)")
+    parser.add_argument("--tasks", default=DEFAULT_FAMILIES, help="families for the build, when it is needed")
+    parser.add_argument("--n-train", type=int, default=80, help="training prompts per family for the build (default 80)")
+    parser.add_argument("--n-test", type=int, default=40, help="held-out prompts per family for the build (default 40)")
+    parser.add_argument("--n", type=int, default=16, help="candidates per prompt for the build (default 16)")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--model", help="base model for the build (default: $LANGUAGE_RANKER_MODEL, else embedded)")
+    parser.set_defaults(func=cmd_experiment)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ranker",
@@ -268,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     add_build(sub)
     add_train(sub)
     add_eval(sub)
+    add_experiment(sub)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -1,0 +1,122 @@
+"""The paper's analyses, reproduced on feature stores. Each returns tidy rows (one dict per measurement).
+
+All experiments read a train store and a held-out test store built with `ranker.build`
+(several layers recorded in the same pass, so the layer ablation needs no re-sampling), train
+rankers with several seeds, and score them with `ranker.evaluation` on the same candidates as
+the baselines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+
+from ranker.evaluation import evaluate_selection
+from ranker.pipeline import score_store, train_on_store
+from ranker.store import FeatureStore
+
+Log = Callable[[str], None]
+BASELINES = ("first", "random", "majority", "max_logprob", "oracle", "per_sample")
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def main_table(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int], log: Log = _quiet) -> list[dict]:
+    """Best-of-N accuracy at the store's N, per family and overall, for rankers and baselines."""
+    rows = []
+    families = sorted(set(test.families))
+    for seed in seeds:
+        scores = {}
+        for kind in ("list", "point"):
+            ranker = train_on_store(train, layer, kind=kind, seed=seed)
+            scores[f"{kind}_ranker"] = score_store(ranker, test)
+        for family in families + ["all"]:
+            index = [i for i, f in enumerate(test.families) if family in ("all", f)]
+            accuracy = evaluate_selection(test.subset(index), {k: v[index] for k, v in scores.items()}, seed=seed)
+            rows += [{"family": family, "method": m, "seed": seed, "accuracy": a} for m, a in accuracy.items()]
+        log(f"main table: seed {seed} done")
+    return rows
+
+
+def scaling_law(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int],
+                ns: Sequence[int] = (1, 2, 4, 8, 16, 32), log: Log = _quiet) -> list[dict]:
+    """Accuracy vs N for every method; N above the store's candidate count is skipped."""
+    rows = []
+    for seed in seeds:
+        scores = {f"{kind}_ranker": score_store(train_on_store(train, layer, kind=kind, seed=seed), test) for kind in ("list", "point")}
+        for n in [n for n in ns if n <= test.num_candidates]:
+            accuracy = evaluate_selection(test, scores, n=n, draws=5, seed=seed)
+            rows += [{"n": n, "method": m, "seed": seed, "accuracy": a} for m, a in accuracy.items()]
+        log(f"scaling: seed {seed} done")
+    return rows
+
+
+def layer_ablation(train: FeatureStore, test: FeatureStore, seeds: Sequence[int], kinds=("list",), log: Log = _quiet) -> list[dict]:
+    """Ranker accuracy at every recorded layer (the store holds them all from one sampling pass)."""
+    rows = []
+    num_layers = train.model.num_layers
+    for layer, kind, seed in itertools.product(train.layers, kinds, seeds):
+        scores = score_store(train_on_store(train, layer, kind=kind, seed=seed), test)
+        accuracy = evaluate_selection(test, {"ranker": scores}, seed=seed)["ranker"]
+        rows.append({"layer": layer, "fraction": round(layer / num_layers, 3), "kind": kind, "seed": seed, "accuracy": accuracy})
+        log(f"layers: layer {layer} {kind} seed {seed}: {accuracy:.3f}")
+    return rows
+
+
+def block_ablation(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int],
+                   blocks: Sequence[int] = (1, 2, 3, 4), log: Log = _quiet) -> list[dict]:
+    """ListRanker accuracy and parameter count with 1-4 transformer blocks."""
+    rows = []
+    for num_blocks, seed in itertools.product(blocks, seeds):
+        ranker = train_on_store(train, layer, kind="list", seed=seed, num_blocks=num_blocks)
+        accuracy = evaluate_selection(test, {"ranker": score_store(ranker, test)}, seed=seed)["ranker"]
+        params = sum(p.numel() for p in ranker.model_.parameters())
+        rows.append({"blocks": num_blocks, "seed": seed, "accuracy": accuracy, "parameters": params})
+        log(f"blocks: {num_blocks} seed {seed}: {accuracy:.3f}")
+    return rows
+
+
+def transfer(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int], log: Log = _quiet) -> list[dict]:
+    """Train on each family alone, evaluate on each family: the cross-task matrix."""
+    rows = []
+    families = sorted(set(train.families))
+    for source, seed in itertools.product(families, seeds):
+        train_index = [i for i, f in enumerate(train.families) if f == source]
+        ranker = train_on_store(train.subset(train_index), layer, kind="list", seed=seed)
+        scores = score_store(ranker, test)
+        for target in families:
+            index = [i for i, f in enumerate(test.families) if f == target]
+            accuracy = evaluate_selection(test.subset(index), {"ranker": scores[index]}, seed=seed)["ranker"]
+            rows.append({"train_family": source, "test_family": target, "seed": seed, "accuracy": accuracy})
+        log(f"transfer: trained on {source}, seed {seed}")
+    return rows
+
+
+def robustness(train: FeatureStore, test: FeatureStore, layer: int, seed: int = 0, log: Log = _quiet) -> list[dict]:
+    """A grid of optimiser x learning rate x batch size (the paper's Table 4 analogue)."""
+    grid = [("adamw", lr, batch) for lr in (1e-3, 3e-3, 1e-2) for batch in (32, 128)]
+    grid += [("sgd", lr, batch) for lr in (0.1, 0.5) for batch in (32, 128)]
+    rows = []
+    for optimizer, lr, batch in grid:
+        ranker = train_on_store(train, layer, kind="list", seed=seed, optimizer=optimizer, lr=lr, batch_size=batch)
+        accuracy = evaluate_selection(test, {"ranker": score_store(ranker, test)}, seed=seed)["ranker"]
+        rows.append({"optimizer": optimizer, "lr": lr, "batch_size": batch, "accuracy": accuracy})
+        log(f"robustness: {optimizer} lr {lr} batch {batch}: {accuracy:.3f}")
+    return rows
+
+
+def training_time(train: FeatureStore, layer: int, repeats: int = 3, log: Log = _quiet) -> list[dict]:
+    """Wall time to train the default List and Point rankers on CPU (the paper's Table 3)."""
+    rows = []
+    for kind, repeat in itertools.product(("list", "point"), range(repeats)):
+        start = time.perf_counter()
+        ranker = train_on_store(train, layer, kind=kind, seed=repeat)
+        rows.append({"kind": kind, "repeat": repeat, "seconds": time.perf_counter() - start,
+                     "train_loop_seconds": ranker.train_result_.wall_time_s,
+                     "parameters": sum(p.numel() for p in ranker.model_.parameters()),
+                     "prompts": len(train.problems), "candidates": len(train.problems) * train.num_candidates})
+        log(f"timing: {kind} {rows[-1]['seconds']:.1f} s")
+    return rows

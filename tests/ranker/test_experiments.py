@@ -1,0 +1,58 @@
+"""The experiment runners on a small synthetic store: shapes of the results and the effects they must show."""
+
+import pandas as pd
+import pytest
+import torch
+
+from ranker import experiments
+from ranker.store import FeatureStore
+
+from tests.ranker.test_cli import synthetic_store
+
+
+def two_layer_store(num_problems: int, skip: int) -> FeatureStore:
+    """Layer 2 carries the signal; layer 4 is pure noise. Two families, alternating."""
+    store = synthetic_store(num_problems, seed=0, skip=skip)
+    noise = torch.randn(store.responses.shape, generator=torch.Generator().manual_seed(skip))
+    store.responses = torch.cat([store.responses, noise], dim=2)
+    store.instruction = torch.cat([store.instruction, torch.randn(store.instruction.shape)], dim=1)
+    store.layers = (2, 4)
+    families = ["alpha" if i % 2 else "beta" for i in range(num_problems)]
+    store.problems = [type(p)(p.prompt, p.answer, p.checker, p.tests, family) for p, family in zip(store.problems, families)]
+    store.candidates["family"] = [families[i] for i in store.candidates["problem_index"]]
+    return store
+
+
+@pytest.fixture(scope="module")
+def stores():
+    return two_layer_store(160, skip=0), two_layer_store(80, skip=160)
+
+
+def test_layer_ablation_finds_the_informative_layer(stores):
+    rows = pd.DataFrame(experiments.layer_ablation(*stores, seeds=[0]))
+    by_layer = rows.set_index("layer").accuracy
+    assert list(rows.fraction) == [0.5, 1.0]
+    assert by_layer[2] > by_layer[4] + 0.15
+
+
+def test_scaling_law_rows_and_monotone_oracle(stores):
+    rows = pd.DataFrame(experiments.scaling_law(*stores, layer=2, seeds=[0], ns=(1, 2, 4, 8, 16)))
+    assert sorted(rows.n.unique()) == [1, 2, 4, 8]  # 16 > the store's 8 candidates: skipped
+    oracle = rows[rows.method == "oracle"].set_index("n").accuracy
+    assert list(oracle) == sorted(oracle)
+    ranker = rows[rows.method == "list_ranker"].set_index("n").accuracy
+    assert ranker[8] > ranker[1] + 0.1
+
+
+def test_main_table_transfer_blocks_and_timing(stores):
+    train, test = stores
+    main = pd.DataFrame(experiments.main_table(train, test, layer=2, seeds=[0]))
+    assert set(main.family) == {"alpha", "beta", "all"}
+    overall = main[main.family == "all"].set_index("method").accuracy
+    assert overall["list_ranker"] > overall["first"] + 0.15
+    matrix = pd.DataFrame(experiments.transfer(train, test, layer=2, seeds=[0]))
+    assert len(matrix) == 4 and set(matrix.train_family) == {"alpha", "beta"}
+    blocks = pd.DataFrame(experiments.block_ablation(train, test, layer=2, seeds=[0], blocks=(1, 2)))
+    assert blocks.parameters.iloc[1] > blocks.parameters.iloc[0]
+    timing = pd.DataFrame(experiments.training_time(train, layer=2, repeats=1))
+    assert set(timing.kind) == {"list", "point"} and (timing.seconds > 0).all()
