@@ -120,3 +120,24 @@ def training_time(train: FeatureStore, layer: int, repeats: int = 3, log: Log = 
                      "prompts": len(train.problems), "candidates": len(train.problems) * train.num_candidates})
         log(f"timing: {kind} {rows[-1]['seconds']:.1f} s")
     return rows
+
+
+def ship_default_rankers(train: FeatureStore, test: FeatureStore, layer: int, out_dir, log: Log = _quiet) -> list[dict]:
+    """Train the default List and Point rankers (seed 0) and save them with their held-out numbers."""
+    from pathlib import Path
+
+    from ranker.pipeline import correctness_metrics
+
+    rows = []
+    for kind in ("list", "point"):
+        ranker = train_on_store(train, layer, kind=kind, seed=0)
+        scores = score_store(ranker, test)
+        accuracy = evaluate_selection(test, {"ranker": scores})
+        quality = correctness_metrics(ranker, scores, test.labels())
+        ranker.metrics_.update(held_out={"prompts": len(test.problems), "n": test.num_candidates, "accuracy": accuracy, **quality})
+        path = Path(out_dir) / f"default-{kind}"
+        ranker.save(path)
+        rows.append({"kind": kind, "path": str(path), "accuracy": accuracy["ranker"], "first": accuracy["first"],
+                     "oracle": accuracy["oracle"], **quality})
+        log(f"shipped {kind} ranker to {path}: held-out {accuracy['ranker']:.3f}")
+    return rows

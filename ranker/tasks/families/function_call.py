@@ -16,8 +16,12 @@ from typing import Any
 from ranker.tasks.families.base import Family
 from ranker.tasks.problem import Problem
 
+# A one-shot example (a tool that is never among those listed) shows the exact form: without
+# it SmolLM2-135M-Instruct almost never produced a parsable call (0 of 128 samples).
 FORMAT_INSTRUCTION = (
-    'Reply with only the JSON call, in the form {"name": "tool_name", "arguments": {"argument": value}}.'
+    'Reply with only the JSON call, in the form {"name": "tool_name", "arguments": {"argument": value}}. '
+    'For example, for "What time is it in Tokyo?" with a tool get_time, the reply is '
+    '{"name": "get_time", "arguments": {"city": "Tokyo"}}.'
 )
 # difficulty -> number of tools listed in the prompt (one of them is the right one)
 TOOLS_SHOWN = {1: 2, 2: 3, 3: 4, 4: 6, 5: 8}
@@ -48,7 +52,7 @@ class FunctionCall(Family):
     1 -> 2, 2 -> 3 (default), 3 -> 4, 4 -> 6, 5 -> 8.
     """
 
-    difficulty: int = 2
+    difficulty: int = 1  # calibrated on SmolLM2-135M-Instruct: level 2 gave 0-3% per-sample accuracy
 
     name = "function_call"
     description = "xLAM-like tool calling: choose the tool and its arguments from a request; answer is JSON."

@@ -57,7 +57,7 @@ class TableLookup(Family):
       5. 12 rows, forward and reverse questions
     """
 
-    difficulty: int = 2
+    difficulty: int = 1  # calibrated on SmolLM2-135M-Instruct: level 2 gave 0-3% per-sample accuracy
 
     name = "table_lookup"
     description = "Answer from a small country table in the prompt; answer is a name (exact match)."
@@ -75,5 +75,7 @@ class TableLookup(Family):
             question = f"What is the {column} of {row[KEY_COLUMN]} in the table?"
             answer, asked = row[column], column
         table = render_table(rows, [KEY_COLUMN, *value_columns])
-        prompt = f"Use this table:\n{table}\n\n{question} Answer with just the {asked}."
+        # "The answer is ..." is what the exact checker extracts; asked for "just the {asked}", the
+        # model mostly answered in a sentence ("The continent of Poland is Europe.") and failed.
+        prompt = f"Use this table:\n{table}\n\n{question} Reply with just: The answer is <{asked}>."
         return Problem(prompt=prompt, answer=answer, checker="exact", meta={"column": asked})

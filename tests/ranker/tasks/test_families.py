@@ -61,7 +61,7 @@ def test_reference_answers_pass_their_own_checker(name, difficulty):
         assert problem.checker == EXPECTED_CHECKER[name]
         assert problem.family == name and problem.meta["difficulty"] == difficulty
         assert problem.prompt.rstrip().endswith((".", "block."))
-        assert re.search(r"(Answer with just|Reply with only)", problem.prompt)
+        assert re.search(r"(Answer with just|Reply with only|Reply with just)", problem.prompt)
         response = f"```python\n{problem.answer}```" if name == "code" else problem.answer
         assert check(problem, response), problem
 
