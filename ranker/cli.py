@@ -340,6 +340,25 @@ def add_experiment(sub) -> None:
     parser.set_defaults(func=cmd_experiment)
 
 
+def cmd_plots(args) -> None:
+    from ranker.plots import load_figures, save_pngs
+
+    figures = load_figures(args.results)
+    if not figures:
+        raise ValueError(f"no results files in {args.results}; run `python -m ranker experiment` first")
+    for path in save_pngs(figures, args.out):
+        print(f"wrote {path}")
+
+
+def add_plots(sub) -> None:
+    parser = sub.add_parser("plots", help="render the experiment results as PNG figures (for the README)",
+                            description="Render scaling, layer, block and transfer figures from the results CSVs. "
+                            "Needs kaleido and a Chromium (Debian's chromium is found automatically).")
+    parser.add_argument("--results", default="assets/results")
+    parser.add_argument("--out", default="assets/plots")
+    parser.set_defaults(func=cmd_plots)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ranker",
@@ -350,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     add_train(sub)
     add_eval(sub)
     add_experiment(sub)
+    add_plots(sub)
     args = parser.parse_args(argv)
     try:
         args.func(args)

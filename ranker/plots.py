@@ -1,0 +1,91 @@
+"""Plotly figures of the experiment results (the CSV files under assets/results).
+
+The same builders serve the app's plots tab and the static images in the README
+(`python -m ranker plots`, which needs kaleido and a Chromium for PNG export).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+METHOD_LABELS = {
+    "oracle": "oracle (any correct)", "list_ranker": "ListRanker", "point_ranker": "PointRanker",
+    "max_logprob": "max mean log-prob", "majority": "majority vote", "first": "first sample", "random": "random",
+}
+
+
+def _mean_std(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    return frame.groupby(by, sort=True).accuracy.agg(["mean", "std"]).fillna(0.0).reset_index()
+
+
+def scaling_figure(scaling: pd.DataFrame) -> go.Figure:
+    """Accuracy vs number of candidates N, one line per method (mean +- std over seeds)."""
+    data = _mean_std(scaling[scaling.method.isin(METHOD_LABELS)], ["method", "n"])
+    figure = go.Figure()
+    for method, label in METHOD_LABELS.items():
+        rows = data[data.method == method]
+        if len(rows):
+            figure.add_trace(go.Scatter(x=rows.n, y=rows["mean"], error_y=dict(array=rows["std"]), mode="lines+markers", name=label))
+    figure.update_layout(title="Scaling law: best-of-N accuracy vs N", xaxis=dict(title="candidates N", type="log", dtick=0.30103),
+                         yaxis=dict(title="accuracy", tickformat=".0%"), template="plotly_white")
+    return figure
+
+
+def layer_figure(layers: pd.DataFrame) -> go.Figure:
+    """Ranker accuracy vs layer depth fraction (mean +- std over seeds)."""
+    figure = go.Figure()
+    for kind, rows in layers.groupby("kind"):
+        data = _mean_std(rows, ["fraction"])
+        figure.add_trace(go.Scatter(x=data.fraction, y=data["mean"], error_y=dict(array=data["std"]), mode="lines+markers",
+                                    name=f"{kind.capitalize()}Ranker"))
+    figure.update_layout(title="Layer ablation: which hidden layer to read", xaxis=dict(title="layer / number of layers"),
+                         yaxis=dict(title="best-of-N accuracy", tickformat=".0%"), template="plotly_white")
+    return figure
+
+
+def blocks_figure(blocks: pd.DataFrame) -> go.Figure:
+    """ListRanker accuracy vs number of transformer blocks."""
+    data = _mean_std(blocks, ["blocks"])
+    figure = go.Figure(go.Bar(x=data.blocks, y=data["mean"], error_y=dict(array=data["std"]), name="ListRanker"))
+    figure.update_layout(title="Transformer blocks in the ListRanker", xaxis=dict(title="blocks", dtick=1),
+                         yaxis=dict(title="best-of-N accuracy", tickformat=".0%"), template="plotly_white")
+    return figure
+
+
+def transfer_figure(transfer: pd.DataFrame) -> go.Figure:
+    """Heatmap: accuracy on each test family (columns) of a ranker trained on each family (rows)."""
+    matrix = transfer.groupby(["train_family", "test_family"]).accuracy.mean().unstack()
+    figure = go.Figure(go.Heatmap(z=matrix.values, x=list(matrix.columns), y=list(matrix.index), colorscale="Blues",
+                                  text=[[f"{v:.0%}" for v in row] for row in matrix.values], texttemplate="%{text}"))
+    figure.update_layout(title="Cross-task transfer (rows: trained on; columns: evaluated on)",
+                         xaxis=dict(title="evaluated on"), yaxis=dict(title="trained on"), template="plotly_white")
+    return figure
+
+
+FIGURES = {"scaling": scaling_figure, "layers": layer_figure, "blocks": blocks_figure, "transfer": transfer_figure}
+
+
+def load_figures(results_dir: str | Path) -> dict[str, go.Figure]:
+    """Every figure whose results file exists in `results_dir`."""
+    results_dir = Path(results_dir)
+    return {name: build(pd.read_csv(results_dir / f"{name}.csv")) for name, build in FIGURES.items()
+            if (results_dir / f"{name}.csv").is_file()}
+
+
+def save_pngs(figures: dict[str, go.Figure], out_dir: str | Path, width: int = 800, height: int = 480) -> list[Path]:
+    """Write each figure as PNG (kaleido; it drives a Chromium, Debian's /usr/bin/chromium if present)."""
+    if "BROWSER_PATH" not in os.environ and shutil.which("chromium"):
+        os.environ["BROWSER_PATH"] = shutil.which("chromium")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, figure in figures.items():
+        path = out_dir / f"{name}.png"
+        figure.write_image(path, width=width, height=height)
+        paths.append(path)
+    return paths
