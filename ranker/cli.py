@@ -201,7 +201,7 @@ def load_rankers(paths: list[str] | None, store) -> dict:
 def format_table(result: dict, n: int, prompts: int) -> str:
     import pandas as pd
 
-    order = ["oracle", "list_ranker", "point_ranker", "max_logprob", "majority", "first", "random", "per_sample"]
+    order = ["oracle", "list_ranker", "point_ranker", "beam_search", "max_logprob", "majority", "first", "random", "per_sample"]
     accuracy = result["accuracy"]
     names = [m for m in order if m in accuracy] + sorted(m for m in accuracy if m not in order)
     rows = []
@@ -211,6 +211,19 @@ def format_table(result: dict, n: int, prompts: int) -> str:
                      "AUROC": f"{quality['auroc']:.3f}" if quality else "",
                      "ECE": f"{quality['ece']:.3f}" if quality else ""})
     return f"best-of-{n} on {prompts} held-out prompts\n" + pd.DataFrame(rows).to_string(index=False)
+
+
+def beam_accuracy(store, args) -> float:
+    """Accuracy of the top beam (width --beam) on the store's prompts, with the store's own model."""
+    from ranker.base_model import load_base_model
+    from ranker.beam import beam_search
+    from ranker.tasks import check
+
+    base = load_base_model(args.model)
+    if base.fingerprint != store.model:
+        raise ValueError(f"--beam needs the store's base model {store.model.model_id}, but {base.fingerprint.model_id} was loaded")
+    texts = beam_search(base, [p.prompt for p in store.problems], num_beams=args.beam, max_new_tokens=store.sampling.max_new_tokens)
+    return sum(check(problem, text) for problem, text in zip(store.problems, texts)) / len(texts)
 
 
 def cmd_eval(args) -> None:
@@ -239,6 +252,8 @@ def cmd_eval(args) -> None:
     if not rankers:
         print("note: no ranker given and no shipped default ranker found; evaluating the baselines only", file=sys.stderr)
     result = evaluate_store(store, rankers, n=n, draws=args.draws, seed=args.seed)
+    if args.beam:
+        result["accuracy"]["beam_search"] = beam_accuracy(store, args)
     print(format_table(result, n, len(store.problems)))
     if args.json:
         summary = {name: (None if math.isnan(v) else round(v, 4)) for name, v in result["accuracy"].items()}
@@ -260,6 +275,7 @@ def add_eval(sub) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="base model for --tasks-file (default: $LANGUAGE_RANKER_MODEL, else embedded)")
+    parser.add_argument("--beam", type=int, default=0, help="also run beam search of this width with the base model (slow)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=cmd_eval)
 

@@ -103,3 +103,24 @@ def test_bad_input_is_reported_not_raised(tmp_path, capsys):
     assert "not a feature store" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["build", "--layers", "abc", "--out", str(tmp_path)])
+
+
+def test_eval_with_beam_search_on_a_local_model(tmp_path, capsys):
+    folder = tmp_path / "tiny-model"
+    base = tiny_base_model()
+    base.model.save_pretrained(folder)
+    base.tokenizer.save_pretrained(folder)
+    tasks = tmp_path / "mine.jsonl"
+    tasks.write_text("\n".join(json.dumps({"prompt": f"Say {d}.", "answer": str(d), "checker": "numeric"}) for d in range(6)))
+    assert main(["build", "--tasks-file", str(tasks), "--n-train", "0", "--n-test", "6", "--n", "2",
+                 "--max-new-tokens", "4", "--model", str(folder), "--out", str(tmp_path / "built")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--beam", "2", "--model", str(folder), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= result["beam_search"] <= 1.0 and result["prompts"] == 6
+    # beam search with another model than the store's is refused
+    other = tiny_base_model(seed=1)
+    other.model.save_pretrained(tmp_path / "other-model")
+    other.tokenizer.save_pretrained(tmp_path / "other-model")
+    assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--beam", "2", "--model", str(tmp_path / "other-model")]) == 2
+    assert "needs the store's base model" in capsys.readouterr().err
