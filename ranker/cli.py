@@ -375,6 +375,21 @@ def add_plots(sub) -> None:
     parser.set_defaults(func=cmd_plots)
 
 
+def cmd_report(args) -> None:
+    from ranker.report import report
+
+    text = report(args.results)
+    if not text:
+        raise ValueError(f"no results files in {args.results}; run `python -m ranker experiment` first")
+    print(text)
+
+
+def add_report(sub) -> None:
+    parser = sub.add_parser("report", help="print the README's markdown tables from the results files")
+    parser.add_argument("--results", default="assets/results")
+    parser.set_defaults(func=cmd_report)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ranker",
@@ -386,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     add_eval(sub)
     add_experiment(sub)
     add_plots(sub)
+    add_report(sub)
     args = parser.parse_args(argv)
     try:
         args.func(args)

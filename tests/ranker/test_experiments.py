@@ -56,3 +56,17 @@ def test_main_table_transfer_blocks_and_timing(stores):
     assert blocks.parameters.iloc[1] > blocks.parameters.iloc[0]
     timing = pd.DataFrame(experiments.training_time(train, layer=2, repeats=1))
     assert set(timing.kind) == {"list", "point"} and (timing.seconds > 0).all()
+
+
+def test_report_tables_come_from_the_results(stores, tmp_path):
+    from ranker.report import report
+
+    train, test = stores
+    pd.DataFrame(experiments.main_table(train, test, layer=2, seeds=[0, 1])).to_csv(tmp_path / "main.csv", index=False)
+    pd.DataFrame(experiments.training_time(train, layer=2, repeats=1)).to_csv(tmp_path / "timing.csv", index=False)
+    text = report(tmp_path)
+    main = pd.read_csv(tmp_path / "main.csv")
+    first_all = main[(main.method == "first") & (main.family == "all")].accuracy.mean()
+    assert f"| first sample | " in text and f"{100 * first_all:.1f} ± " in text
+    assert "| ListRanker | " in text and "all (mean ± std, 2 seeds)" in text
+    assert "CPU training time" in text
