@@ -280,7 +280,7 @@ def add_eval(sub) -> None:
     parser.set_defaults(func=cmd_eval)
 
 
-EXPERIMENTS = ("main", "scaling", "layers", "blocks", "transfer", "robustness", "timing", "ship")
+EXPERIMENTS = ("families", "main", "scaling", "layers", "blocks", "transfer", "robustness", "timing", "ship")
 ABLATION_LAYERS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
 
 
@@ -313,6 +313,7 @@ def cmd_experiment(args) -> None:
         raise ValueError(f"unknown experiments {sorted(unknown)}; choose from {', '.join(EXPERIMENTS)} or all")
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     runs = {
+        "families": lambda: experiments.family_table(train, test),
         "main": lambda: experiments.main_table(train, test, layer, seeds, log),
         "scaling": lambda: experiments.scaling_law(train, test, layer, seeds, log=log),
         "layers": lambda: experiments.layer_ablation(train, test, seeds, log=log),

@@ -24,6 +24,16 @@ def _quiet(message: str) -> None:
     pass
 
 
+def family_table(train: FeatureStore, test: FeatureStore) -> list[dict]:
+    """Per family and split: prompts, per-sample accuracy and oracle@N of the embedded model."""
+    rows = []
+    for split, store in (("train", train), ("test", test)):
+        for family, row in store.family_summary().iterrows():
+            rows.append({"split": split, "family": family, "prompts": int(row.prompts), "per_sample": float(row.per_sample),
+                         "oracle": float(row[f"oracle@{store.num_candidates}"]), "n": store.num_candidates})
+    return rows
+
+
 def main_table(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int], log: Log = _quiet) -> list[dict]:
     """Best-of-N accuracy at the store's N, per family and overall, for rankers and baselines."""
     rows = []

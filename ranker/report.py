@@ -53,10 +53,21 @@ def robustness_line(robustness: pd.DataFrame) -> str:
             f"{_percent(low)}-{_percent(high)}% (spread {_percent(high - low)} points).")
 
 
+def family_table(families: pd.DataFrame) -> str:
+    """Per family: the embedded model's per-sample accuracy and oracle@N, train and test pooled."""
+    n = int(families.n.iloc[0])
+    pooled = families.assign(correct=families.per_sample * families.prompts, solved=families.oracle * families.prompts)
+    pooled = pooled.groupby("family", sort=False)[["prompts", "correct", "solved"]].sum()
+    lines = [f"| family | prompts | per-sample accuracy | oracle@{n} |", "|---|---|---|---|"]
+    for family, row in pooled.iterrows():
+        lines.append(f"| {family} | {int(row.prompts)} | {_percent(row.correct / row.prompts)} | {_percent(row.solved / row.prompts)} |")
+    return "\n".join(lines)
+
+
 def report(results_dir: str | Path) -> str:
     results_dir = Path(results_dir)
     parts = []
-    for name, render in (("main", main_table), ("timing", timing_table), ("blocks", blocks_table), ("robustness", robustness_line)):
+    for name, render in (("families", family_table), ("main", main_table), ("timing", timing_table), ("blocks", blocks_table), ("robustness", robustness_line)):
         path = results_dir / f"{name}.csv"
         if path.is_file():
             parts.append(f"<!-- {name}.csv -->\n" + render(pd.read_csv(path)))

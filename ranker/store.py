@@ -110,6 +110,14 @@ class FeatureStore:
             info=dict(self.info),
         )
 
+    def select_layers(self, layers: list[int]) -> "FeatureStore":
+        """The same store with only some of its recorded layers (e.g. to ship a small fixture)."""
+        slots = [self.layers.index(layer) if layer in self.layers else None for layer in layers]
+        if None in slots:
+            raise ValueError(f"layers {layers} are not all in this store; it has {list(self.layers)}")
+        return FeatureStore(self.problems, self.candidates.copy(), self.instruction[:, slots], self.responses[:, :, slots],
+                            tuple(layers), self.model, self.sampling, dict(self.info))
+
     def save(self, path: str | Path) -> Path:
         """Write the store folder atomically (a crash never leaves half a store)."""
         target = Path(path)

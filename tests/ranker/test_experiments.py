@@ -70,3 +70,16 @@ def test_report_tables_come_from_the_results(stores, tmp_path):
     assert f"| first sample | " in text and f"{100 * first_all:.1f} ± " in text
     assert "| ListRanker | " in text and "all (mean ± std, 2 seeds)" in text
     assert "CPU training time" in text
+
+
+def test_family_table_pools_splits(stores, tmp_path):
+    from ranker.report import family_table
+
+    train, test = stores
+    rows = pd.DataFrame(experiments.family_table(train, test))
+    assert set(rows.split) == {"train", "test"} and set(rows.family) == {"alpha", "beta"}
+    labels = torch.cat([train.labels(), test.labels()])
+    families = train.families + test.families
+    alpha = labels[[i for i, f in enumerate(families) if f == "alpha"]]
+    text = family_table(rows)
+    assert f"| alpha | {len(alpha)} | {100 * alpha.mean():.1f} | {100 * alpha.max(dim=1).values.mean():.1f} |" in text
