@@ -191,6 +191,7 @@ def _load_gguf(path: Path, cache_root: Path, dtype: torch.dtype) -> BaseModel:
 def _save_atomically(model: PreTrainedModel, tokenizer, fingerprint: ModelFingerprint, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; the result should be readable like any folder
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

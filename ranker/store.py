@@ -123,6 +123,7 @@ class FeatureStore:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the result should be readable like any folder
         try:
             overflow = max(self.instruction.abs().max().item(), self.responses.abs().max().item()) >= FLOAT16_MAX
             dtype = torch.float32 if overflow else torch.float16

@@ -90,6 +90,7 @@ def write_reward_folder(path: str | os.PathLike, card: RewardCard, write_weights
     card.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; the result should be readable like any folder
     try:
         write_weights(staging)
         (staging / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n")
