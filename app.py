@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from ranker.base_model import BaseModel, load_base_model
+from ranker.estimator import LanguageRanker
+from ranker.fingerprint import FeatureFingerprint
+from ranker.pipeline import probabilities
 from ranker.sampling import SamplingConfig, sample_candidates
 
 MAX_CANDIDATES = 64
-CANDIDATE_COLUMNS = ["#", "candidate", "finish", "tokens", "mean log-prob"]
+DEFAULT_RANKER = Path(__file__).resolve().parent / "assets" / "rankers" / "default-list"
+CANDIDATE_COLUMNS = ["rank", "#", "candidate", "ranker score", "P(correct)", "finish", "tokens", "mean log-prob"]
 
 _base: BaseModel | None = None
 _base_lock = threading.Lock()
+_ranker: LanguageRanker | None = None
+_ranker_note = ""
 
 
 def get_base_model() -> BaseModel:
@@ -29,6 +37,7 @@ def get_base_model() -> BaseModel:
     with _base_lock:
         if _base is None:
             _base = load_base_model()
+            load_default_ranker(_base)
         return _base
 
 
@@ -37,6 +46,18 @@ def set_base_model(base: BaseModel) -> None:
     global _base
     with _base_lock:
         _base = base
+    load_default_ranker(base)
+
+
+def load_default_ranker(base: BaseModel, path: Path = DEFAULT_RANKER) -> None:
+    """Load the shipped ranker if it was trained on this base model's features; else explain why not."""
+    global _ranker, _ranker_note
+    try:
+        card_layer = LanguageRanker.load(path).fingerprint_.layer
+        _ranker = LanguageRanker.load(path, expected_fingerprint=FeatureFingerprint(base.fingerprint, card_layer))
+        _ranker_note = f"ranked by the shipped ListRanker (layer {card_layer})"
+    except ValueError as error:
+        _ranker, _ranker_note = None, f"unranked: {error}"
 
 
 def sampling_config(n, temperature, top_p, max_new_tokens, seed) -> SamplingConfig:
@@ -57,24 +78,31 @@ def sampling_config(n, temperature, top_p, max_new_tokens, seed) -> SamplingConf
 
 
 def generate(prompt: str, n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int = -1):
-    """Sample N candidates for a prompt. Returns (candidates table, status line)."""
+    """Sample N candidates and rank them with the shipped ranker. Returns (ranked table, status line)."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise gr.Error("Type a prompt first.")
     config = sampling_config(n, temperature, top_p, max_new_tokens, seed)
     base = get_base_model()
-    result = sample_candidates(base, prompt, config)
-    table = pd.DataFrame(
-        [
-            [c.index + 1, c.text, c.finish_reason, c.num_tokens, round(c.mean_logprob, 3)]
-            for c in result.candidates
-        ],
-        columns=CANDIDATE_COLUMNS,
-    )
+    ranker = _ranker
+    layer = ranker.fingerprint_.layer if ranker is not None else 0.6
+    result = sample_candidates(base, prompt, config, layers=layer)
+    rows = [[None, c.index + 1, c.text, None, None, c.finish_reason, c.num_tokens, round(c.mean_logprob, 3)] for c in result.candidates]
+    ranker_seconds = 0.0
+    if ranker is not None:
+        start = time.perf_counter()
+        scores = ranker.score(*result.features())
+        probs = probabilities(ranker, scores)
+        ranker_seconds = time.perf_counter() - start
+        for row, score, prob in zip(rows, scores.tolist(), probs.tolist()):
+            row[3], row[4] = round(score, 3), round(prob, 3)
+        rows.sort(key=lambda row: row[3], reverse=True)
+    for rank, row in enumerate(rows, start=1):
+        row[0] = rank if ranker is not None else None
     status = (
-        f"{config.num_candidates} candidates from {base.fingerprint.model_id} in "
-        f"{result.generation_seconds:.2f} s (features captured at layer {result.layers[0]} during generation)."
+        f"{config.num_candidates} candidates from {base.fingerprint.model_id}: generation {result.generation_seconds:.2f} s "
+        f"(features captured at layer {result.layers[0]} during generation), ranker {1000 * ranker_seconds:.1f} ms; {_ranker_note}."
     )
-    return table, status
+    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS), status
 
 
 def build_demo() -> gr.Blocks:
@@ -112,7 +140,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args()
     try:
-        set_base_model(load_base_model(args.model))  # before serving, so the first user does not wait
+        set_base_model(load_base_model(args.model))  # before serving, so the first user does not wait; loads the ranker too
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), server_port=args.port)
