@@ -184,16 +184,27 @@ def ranker_paths(paths: list[str] | None) -> dict[str, str]:
     return {name: str(REPO_ROOT / path) for name, path in DEFAULT_RANKERS.items() if (REPO_ROOT / path / "card.json").is_file()}
 
 
-def load_rankers(paths: list[str] | None, store) -> dict:
-    """Named rankers, each checked against the store's base model at its own layer."""
+def load_rankers(paths: list[str] | None, model) -> dict:
+    """Named rankers, each checked against the base model (a ModelFingerprint) at its own layer.
+
+    Rankers named with --ranker must match (ValueError otherwise). The shipped defaults are
+    used only when they were trained on this model; otherwise they are skipped with a note.
+    """
     from ranker.estimator import LanguageRanker
+    from ranker.fingerprint import FeatureFingerprint
 
     rankers = {}
     for name, path in ranker_paths(paths).items():
         ranker = LanguageRanker.load(path)
         if ranker.fingerprint_ is None:
             raise ValueError(f"ranker {name!r} at {path} records no feature fingerprint; it cannot be checked against the store")
-        ranker.fingerprint_.check_compatible(store.feature_fingerprint(ranker.fingerprint_.layer), what=f"ranker {name!r}")
+        try:
+            ranker.fingerprint_.check_compatible(FeatureFingerprint(model, ranker.fingerprint_.layer), what=f"ranker {name!r}")
+        except ValueError as error:
+            if paths:
+                raise
+            print(f"note: skipping the shipped {name}: {error}", file=sys.stderr)
+            continue
         rankers[name] = ranker
     return rankers
 
@@ -233,22 +244,22 @@ def cmd_eval(args) -> None:
     if args.tasks_file:
         from ranker.base_model import load_base_model
         from ranker.build import build_store
-        from ranker.checkpoint import read_card
         from ranker.sampling import SamplingConfig
         from ranker.tasks import load_tasks_file
 
         problems = load_tasks_file(args.tasks_file)
         config = SamplingConfig(num_candidates=args.n or 16, max_new_tokens=args.max_new_tokens, seed=args.seed).validate()
-        # Record exactly the layers the rankers read (the paper's 0.6 when there is no ranker).
-        layers = [read_card(path).fingerprint.layer for path in ranker_paths(args.ranker).values()] or [0.6]
         base = load_base_model(args.model)
+        rankers = load_rankers(args.ranker, base.fingerprint)
+        # Record exactly the layers the rankers read (the paper's 0.6 when there is no ranker).
+        layers = [ranker.fingerprint_.layer for ranker in rankers.values()] or [0.6]
         store = build_store(base, problems, config, layers, progress=print_progress("sample"))
     elif args.store:
         store = FeatureStore.load(args.store)
+        rankers = load_rankers(args.ranker, store.model)
     else:
         raise ValueError("give --store (a built test store) or --tasks-file (a JSONL file to sample and evaluate)")
     n = args.n or store.num_candidates
-    rankers = load_rankers(args.ranker, store)
     if not rankers:
         print("note: no ranker given and no shipped default ranker found; evaluating the baselines only", file=sys.stderr)
     result = evaluate_store(store, rankers, n=n, draws=args.draws, seed=args.seed)

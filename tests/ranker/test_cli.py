@@ -116,8 +116,11 @@ def test_eval_with_beam_search_on_a_local_model(tmp_path, capsys):
                  "--max-new-tokens", "4", "--model", str(folder), "--out", str(tmp_path / "built")]) == 0
     capsys.readouterr()
     assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--beam", "2", "--model", str(folder), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
     assert 0.0 <= result["beam_search"] <= 1.0 and result["prompts"] == 6
+    # the shipped rankers belong to the embedded model: skipped, with the reason, not an error
+    assert "skipping the shipped list_ranker" in captured.err and "list_ranker" not in result
     # beam search with another model than the store's is refused
     other = tiny_base_model(seed=1)
     other.model.save_pretrained(tmp_path / "other-model")
