@@ -21,9 +21,7 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ranker.atomic import atomic_folder
 from ranker.fingerprint import ModelFingerprint
 
 logger = logging.getLogger(__name__)
@@ -189,18 +188,10 @@ def _load_gguf(path: Path, cache_root: Path, dtype: torch.dtype) -> BaseModel:
 
 
 def _save_atomically(model: PreTrainedModel, tokenizer, fingerprint: ModelFingerprint, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; the result should be readable like any folder
-    try:
+    with atomic_folder(target) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "fingerprint.json").write_text(json.dumps(fingerprint.to_dict(), indent=2))
-        if target.exists():  # a concurrent process finished first; keep its copy
-            return
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _local_revision(folder: Path) -> str:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ranker
+from ranker.atomic import atomic_folder
 from ranker.fingerprint import FeatureFingerprint
 from ranker.models import Ranker, RankerConfig, build_ranker
 from ranker.training import TrainConfig
@@ -116,23 +115,10 @@ def save_checkpoint(
         metrics=metrics or {},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result should be readable like any folder
-    try:
+    with atomic_folder(path) as staging:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
-        (tmp / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n")
-        old = None
-        if path.exists():
-            old = path.parent / f"{tmp.name}.old"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        save_file(state, staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        (staging / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n")
     return path
 
 

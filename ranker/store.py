@@ -14,9 +14,6 @@ the experiments, so that no experiment re-runs the LLM. On disk, a folder:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ranker
+from ranker.atomic import atomic_folder
 from ranker.fingerprint import FeatureFingerprint, ModelFingerprint
 from ranker.sampling import SamplingConfig
 from ranker.tasks import Problem
@@ -121,10 +119,7 @@ class FeatureStore:
     def save(self, path: str | Path) -> Path:
         """Write the store folder atomically (a crash never leaves half a store)."""
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        os.chmod(staging, 0o755)  # mkdtemp makes it private; the result should be readable like any folder
-        try:
+        with atomic_folder(target) as staging:
             overflow = max(self.instruction.abs().max().item(), self.responses.abs().max().item()) >= FLOAT16_MAX
             dtype = torch.float32 if overflow else torch.float16
             save_file(
@@ -148,11 +143,6 @@ class FeatureStore:
                 "info": self.info,
             }
             (staging / "card.json").write_text(json.dumps(card, indent=2))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     @classmethod

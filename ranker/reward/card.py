@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import ranker
+from ranker.atomic import atomic_folder
 from ranker.checkpoint import _json_safe
 from ranker.fingerprint import ModelFingerprint
 from ranker.reward.config import RewardModelConfig, RewardTrainConfig
@@ -88,22 +87,9 @@ def write_reward_folder(path: str | os.PathLike, card: RewardCard, write_weights
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / CARD_NAME).exists())):
         raise ValueError(f"{path} exists and is not a reward model folder; refusing to overwrite it")
     card.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; the result should be readable like any folder
-    try:
+    with atomic_folder(path) as staging:
         write_weights(staging)
         (staging / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n")
-        old = None
-        if path.exists():  # a folder cannot replace a non-empty folder: move the old one aside first
-            old = path.parent / f"{staging.name}.old"
-            os.replace(path, old)
-        os.replace(staging, path)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 

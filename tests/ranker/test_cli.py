@@ -39,6 +39,20 @@ def synthetic_store(num_problems: int, seed: int, n: int = 8, skip: int = 0) -> 
     )
 
 
+def save_tiny_model(folder, seed: int = 0):
+    """The tiny random Llama saved as a local model folder, loadable with --model."""
+    base = tiny_base_model(seed=seed)
+    base.model.save_pretrained(folder)
+    base.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_digit_tasks(path, count: int):
+    """A JSONL task file: "Say d." with numeric answer d."""
+    path.write_text("\n".join(json.dumps({"prompt": f"Say {d}.", "answer": str(d), "checker": "numeric"}) for d in range(count)))
+    return path
+
+
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("stores")
@@ -79,12 +93,8 @@ def test_eval_refuses_a_ranker_for_another_model(stores, tmp_path, capsys):
 
 
 def test_build_on_a_local_model_folder(tmp_path, capsys):
-    folder = tmp_path / "tiny-model"
-    base = tiny_base_model()
-    base.model.save_pretrained(folder)
-    base.tokenizer.save_pretrained(folder)
-    tasks = tmp_path / "mine.jsonl"
-    tasks.write_text("\n".join(json.dumps({"prompt": f"Say {d}.", "answer": str(d), "checker": "numeric"}) for d in range(10)))
+    folder = save_tiny_model(tmp_path / "tiny-model")
+    tasks = write_digit_tasks(tmp_path / "mine.jsonl", 10)
     assert main(["build", "--tasks-file", str(tasks), "--n-train", "6", "--n-test", "4", "--n", "4",
                  "--max-new-tokens", "6", "--layers", "1,0.5", "--model", str(folder), "--out", str(tmp_path / "built")]) == 0
     train, test = FeatureStore.load(tmp_path / "built" / "train"), FeatureStore.load(tmp_path / "built" / "test")
@@ -106,12 +116,8 @@ def test_bad_input_is_reported_not_raised(tmp_path, capsys):
 
 
 def test_eval_with_beam_search_on_a_local_model(tmp_path, capsys):
-    folder = tmp_path / "tiny-model"
-    base = tiny_base_model()
-    base.model.save_pretrained(folder)
-    base.tokenizer.save_pretrained(folder)
-    tasks = tmp_path / "mine.jsonl"
-    tasks.write_text("\n".join(json.dumps({"prompt": f"Say {d}.", "answer": str(d), "checker": "numeric"}) for d in range(6)))
+    folder = save_tiny_model(tmp_path / "tiny-model")
+    tasks = write_digit_tasks(tmp_path / "mine.jsonl", 6)
     assert main(["build", "--tasks-file", str(tasks), "--n-train", "0", "--n-test", "6", "--n", "2",
                  "--max-new-tokens", "4", "--model", str(folder), "--out", str(tmp_path / "built")]) == 0
     capsys.readouterr()
@@ -122,8 +128,6 @@ def test_eval_with_beam_search_on_a_local_model(tmp_path, capsys):
     # the shipped rankers belong to the embedded model: skipped, with the reason, not an error
     assert "skipping the shipped list_ranker" in captured.err and "list_ranker" not in result
     # beam search with another model than the store's is refused
-    other = tiny_base_model(seed=1)
-    other.model.save_pretrained(tmp_path / "other-model")
-    other.tokenizer.save_pretrained(tmp_path / "other-model")
-    assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--beam", "2", "--model", str(tmp_path / "other-model")]) == 2
+    other = save_tiny_model(tmp_path / "other-model", seed=1)
+    assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--beam", "2", "--model", str(other)]) == 2
     assert "needs the store's base model" in capsys.readouterr().err
