@@ -16,6 +16,7 @@ import gradio as gr
 import pandas as pd
 
 from ranker.base_model import BaseModel, load_base_model
+from ranker.checkpoint import read_card
 from ranker.estimator import LanguageRanker
 from ranker.fingerprint import FeatureFingerprint
 from ranker.pipeline import probabilities
@@ -53,7 +54,8 @@ def load_default_ranker(base: BaseModel, path: Path = DEFAULT_RANKER) -> None:
     """Load the shipped ranker if it was trained on this base model's features; else explain why not."""
     global _ranker, _ranker_note
     try:
-        card_layer = LanguageRanker.load(path).fingerprint_.layer
+        card = read_card(path)
+        card_layer = card.fingerprint.layer if card.fingerprint is not None else -1
         _ranker = LanguageRanker.load(path, expected_fingerprint=FeatureFingerprint(base.fingerprint, card_layer))
         _ranker_note = f"ranked by the shipped ListRanker (layer {card_layer})"
     except ValueError as error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -80,7 +79,7 @@ def correctness_metrics(ranker: LanguageRanker, scores: torch.Tensor, labels: to
     """AUROC of raw scores and ECE of calibrated probabilities as predictors of correctness."""
     value = auroc(scores.flatten(), labels.flatten())
     ece = expected_calibration_error(probabilities(ranker, scores).flatten(), labels.flatten())
-    return {"auroc": value if not math.isnan(value) else float("nan"), "ece": ece}
+    return {"auroc": value, "ece": ece}  # auroc is nan when the labels hold one class only
 
 
 def evaluate_store(store: FeatureStore, rankers: dict[str, LanguageRanker], n: int | None = None,
