@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from ranker.data import queries_from_tensors
