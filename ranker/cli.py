@@ -209,6 +209,25 @@ def load_rankers(paths: list[str] | None, model) -> dict:
     return rankers
 
 
+def load_reward_models(paths: list[str] | None, store, model_name: str | None) -> dict:
+    """Named reward models from --rm folders; RM (base) needs the store's own base model."""
+    from ranker.reward.card import read_reward_card
+    from ranker.reward.estimator import BaseRewardModel, SmallRewardModel
+
+    models, base = {}, None
+    for path in paths or []:
+        name = f"rm_{read_reward_card(path).model_config.kind}:{Path(path).name}"
+        if read_reward_card(path).model_config.kind == "base":
+            if base is None:
+                from ranker.base_model import load_base_model
+
+                base = load_base_model(model_name)
+            models[name] = BaseRewardModel.load(path, base)  # refuses another base model, naming both
+        else:
+            models[name] = SmallRewardModel.load(path)
+    return models
+
+
 def format_table(result: dict, n: int, prompts: int) -> str:
     import pandas as pd
 
@@ -260,9 +279,10 @@ def cmd_eval(args) -> None:
     else:
         raise ValueError("give --store (a built test store) or --tasks-file (a JSONL file to sample and evaluate)")
     n = args.n or store.num_candidates
+    reward_models = load_reward_models(args.rm, store, args.model)
     if not rankers:
         print("note: no ranker given and no shipped default ranker found; evaluating the baselines only", file=sys.stderr)
-    result = evaluate_store(store, rankers, n=n, draws=args.draws, seed=args.seed)
+    result = evaluate_store(store, rankers, n=n, draws=args.draws, seed=args.seed, reward_models=reward_models)
     if args.beam:
         result["accuracy"]["beam_search"] = beam_accuracy(store, args)
     print(format_table(result, n, len(store.problems)))
@@ -286,6 +306,7 @@ def add_eval(sub) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="base model for --tasks-file (default: $LANGUAGE_RANKER_MODEL, else embedded)")
+    parser.add_argument("--rm", action="append", help="reward model folder (ranker.reward; repeatable), scored on the same candidates")
     parser.add_argument("--beam", type=int, default=0, help="also run beam search of this width with the base model (slow)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=cmd_eval)

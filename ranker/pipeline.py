@@ -82,11 +82,19 @@ def correctness_metrics(ranker: LanguageRanker, scores: torch.Tensor, labels: to
 
 
 def evaluate_store(store: FeatureStore, rankers: dict[str, LanguageRanker], n: int | None = None,
-                   draws: int = 5, seed: int = 0) -> dict:
-    """Accuracy of every method at N = n, plus AUROC and ECE for each ranker (on all candidates)."""
+                   draws: int = 5, seed: int = 0, reward_models: dict | None = None) -> dict:
+    """Accuracy of every method at N = n, plus AUROC (and ECE for rankers) on all candidates.
+
+    reward_models: name -> a fitted reward model (ranker.reward) whose `score_store` gives (P, N)
+    scores over the same candidates; its ECE uses sigmoid(score), its BCE-trained probability.
+    """
     scores = {name: score_store(ranker, store) for name, ranker in rankers.items()}
-    result = {"accuracy": evaluate_selection(store, scores, n=n, draws=draws, seed=seed), "correctness": {}}
+    rm_scores = {name: rm.score_store(store) for name, rm in (reward_models or {}).items()}
+    result = {"accuracy": evaluate_selection(store, {**scores, **rm_scores}, n=n, draws=draws, seed=seed), "correctness": {}}
     labels = store.labels()
     for name, ranker in rankers.items():
         result["correctness"][name] = correctness_metrics(ranker, scores[name], labels)
+    for name, value in rm_scores.items():
+        result["correctness"][name] = {"auroc": auroc(value.flatten(), labels.flatten()),
+                                       "ece": expected_calibration_error(torch.sigmoid(value).flatten(), labels.flatten())}
     return result

@@ -131,3 +131,26 @@ def test_eval_with_beam_search_on_a_local_model(tmp_path, capsys):
     other = save_tiny_model(tmp_path / "other-model", seed=1)
     assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--beam", "2", "--model", str(other)]) == 2
     assert "needs the store's base model" in capsys.readouterr().err
+
+
+def test_eval_scores_a_reward_model_on_the_same_candidates(tmp_path, capsys):
+    from ranker.base_model import load_base_model
+    from ranker.reward.estimator import BaseRewardModel
+
+    folder = save_tiny_model(tmp_path / "tiny-model")
+    tasks = write_digit_tasks(tmp_path / "mine.jsonl", 8)
+    assert main(["build", "--tasks-file", str(tasks), "--n-train", "4", "--n-test", "4", "--n", "3",
+                 "--max-new-tokens", "4", "--model", str(folder), "--out", str(tmp_path / "built")]) == 0
+    base = load_base_model(str(folder))
+    train = FeatureStore.load(tmp_path / "built" / "train")
+    train.candidates["correct"] = [k == 0 for k in train.candidates["candidate_index"]]  # both classes present
+    BaseRewardModel(base, lora_rank=2, epochs=1, batch_size=4).fit(train).save(tmp_path / "rm")
+    capsys.readouterr()
+    assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--rm", str(tmp_path / "rm"),
+                 "--model", str(folder), "--json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    assert 0.0 <= result["rm_base:rm"] <= result["oracle"] + 1e-9
+    assert any(line.strip().startswith("rm_base:rm") for line in out.splitlines())  # a row in the table
+    other = save_tiny_model(tmp_path / "other-model", seed=1)
+    assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--rm", str(tmp_path / "rm"), "--model", str(other)]) == 2
