@@ -423,6 +423,54 @@ def add_report(sub) -> None:
     parser.set_defaults(func=cmd_report)
 
 
+def cmd_train_rm(args) -> None:
+    from ranker.evaluation import evaluate_selection
+    from ranker.reward.estimator import BaseRewardModel, SmallRewardModel
+    from ranker.store import FeatureStore
+
+    store = FeatureStore.load(args.store)
+    hyperparams = {k: v for k, v in dict(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                                         max_length=args.max_length).items() if v is not None}
+    if args.kind == "base":
+        from ranker.base_model import load_base_model
+
+        base = load_base_model(args.model)
+        if base.fingerprint != store.model:
+            raise ValueError(f"RM (base) must be the store's base model {store.model.model_id}, not {base.fingerprint.model_id}")
+        rm = BaseRewardModel(base, **hyperparams)
+    else:
+        rm = SmallRewardModel(**({"encoder": args.encoder} if args.encoder else {}), **hyperparams)
+    rm.fit(store, progress="tqdm")
+    message = (f"trained RM ({args.kind}): {rm.n_trainable_parameters_:,} trainable of {rm.n_parameters_:,} loaded parameters, "
+               f"{rm.train_result_.wall_time_s:.1f} s on {len(store.problems)} prompts x N={store.num_candidates}")
+    if args.val_store:
+        val = FeatureStore.load(args.val_store)
+        accuracy = evaluate_selection(val, {"rm": rm.score_store(val)})
+        rm.metrics_["val_accuracy"] = accuracy
+        message += f"; held-out best-of-{val.num_candidates} {accuracy['rm']:.1%} (first sample {accuracy['first']:.1%})"
+    rm.save(args.out)
+    print(message)
+    print(f"saved to {args.out}")
+
+
+def add_train_rm(sub) -> None:
+    parser = sub.add_parser("train-rm", help="train a reward-model baseline (RM base: LoRA on the base LLM; RM small: an encoder)",
+                            description="Train the paper's reward-model baselines on the same store (prompts, candidate "
+                            "texts, labels) as the rankers, and save them with a card (config, base fingerprint, metrics).")
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--val-store")
+    parser.add_argument("--kind", choices=["base", "small"], required=True)
+    parser.add_argument("--encoder", help="RM small: encoder id or folder (default: the shipped all-MiniLM-L6-v2)")
+    parser.add_argument("--model", help="RM base: the base model (default: $LANGUAGE_RANKER_MODEL, else embedded)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--max-length", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out", required=True)
+    parser.set_defaults(func=cmd_train_rm)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ranker",
@@ -431,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     add_build(sub)
     add_train(sub)
+    add_train_rm(sub)
     add_eval(sub)
     add_experiment(sub)
     add_plots(sub)

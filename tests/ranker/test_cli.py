@@ -154,3 +154,24 @@ def test_eval_scores_a_reward_model_on_the_same_candidates(tmp_path, capsys):
     assert any(line.strip().startswith("rm_base:rm") for line in out.splitlines())  # a row in the table
     other = save_tiny_model(tmp_path / "other-model", seed=1)
     assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--rm", str(tmp_path / "rm"), "--model", str(other)]) == 2
+
+
+def test_train_rm_verb_for_both_kinds(tmp_path, capsys):
+    folder = save_tiny_model(tmp_path / "tiny-model")
+    tasks = write_digit_tasks(tmp_path / "mine.jsonl", 8)
+    assert main(["build", "--tasks-file", str(tasks), "--n-train", "4", "--n-test", "4", "--n", "3",
+                 "--max-new-tokens", "4", "--model", str(folder), "--out", str(tmp_path / "built")]) == 0
+    store = FeatureStore.load(tmp_path / "built" / "train")
+    store.candidates["correct"] = [k == 0 for k in store.candidates["candidate_index"]]  # both classes present
+    store.save(tmp_path / "labelled")
+    capsys.readouterr()
+    assert main(["train-rm", "--store", str(tmp_path / "labelled"), "--val-store", str(tmp_path / "built" / "test"),
+                 "--kind", "base", "--model", str(folder), "--batch-size", "4", "--out", str(tmp_path / "rm-base")]) == 0
+    assert main(["train-rm", "--store", str(tmp_path / "labelled"), "--kind", "small", "--batch-size", "4",
+                 "--max-length", "32", "--out", str(tmp_path / "rm-small")]) == 0
+    out = capsys.readouterr().out
+    assert "trained RM (base)" in out and "held-out best-of-3" in out and "trained RM (small)" in out
+    assert (tmp_path / "rm-base" / "card.json").is_file() and (tmp_path / "rm-small" / "card.json").is_file()
+    other = save_tiny_model(tmp_path / "other-model", seed=1)
+    assert main(["train-rm", "--store", str(tmp_path / "labelled"), "--kind", "base", "--model", str(other),
+                 "--out", str(tmp_path / "rm-other")]) == 2
