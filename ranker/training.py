@@ -279,11 +279,11 @@ def _num_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _tqdm_progress(total: int) -> Callable[[TrainProgress], None]:
+def _tqdm_progress(total: int, desc: str = "train ranker") -> Callable[[TrainProgress], None]:
     """A progress callback that drives a tqdm bar and closes it after the last step."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc="train ranker", unit="step")
+    bar = tqdm(total=total, desc=desc, unit="step")
 
     def update(p: TrainProgress) -> None:
         shown = {"loss": f"{p.loss:.4f}"}

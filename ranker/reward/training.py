@@ -59,7 +59,7 @@ def train_reward_model(
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config.schedule, total))
     if progress == "tqdm":
-        progress = _tqdm_progress(total)
+        progress = _tqdm_progress(total, desc="train reward model")
     result = TrainResult(losses=[], loss_name=config.loss, num_steps=total)
     if config.loss == "bt":
         per_epoch = {"pairs_per_epoch": sum(b.num_pairs for b in batches) // config.epochs}
