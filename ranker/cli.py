@@ -83,17 +83,22 @@ def cmd_build(args) -> None:
     ).validate()
     base = load_base_model(args.model)
     out = Path(args.out)
-    for name, problems, offset in (("train", train, 0), ("test", test, 1_000_000)):
+    test_n = args.n if getattr(args, "test_n", None) is None else args.test_n
+    if test_n < 1:
+        raise ValueError(f"--test-n must be at least 1, got {test_n}")
+    for name, problems, offset, n in (("train", train, 0, args.n), ("test", test, 1_000_000, test_n)):
         if not problems:
             continue
         # Different seeds for the two splits, so they share no sampling stream.
-        config = SamplingConfig(**{**sampling.to_dict(), "seed": sampling.seed + offset})
-        store = build_store(base, problems, config, args.layers, prompts_per_call=args.prompts_per_call,
+        config = SamplingConfig(**{**sampling.to_dict(), "seed": sampling.seed + offset, "num_candidates": n})
+        # Keep the rows per generate call about constant when the held-out N differs.
+        per_call = max(1, args.prompts_per_call * args.n // n)
+        store = build_store(base, problems, config, args.layers, prompts_per_call=per_call,
                             progress=print_progress(f"build {name}"))
         store.save(out / name)
         labels = store.labels()
-        print(f"{name}: {len(problems)} prompts x N={args.n} -> {out / name} "
-              f"(per-sample accuracy {labels.mean():.1%}, oracle@{args.n} {labels.max(dim=1).values.mean():.1%}, "
+        print(f"{name}: {len(problems)} prompts x N={n} -> {out / name} "
+              f"(per-sample accuracy {labels.mean():.1%}, oracle@{n} {labels.max(dim=1).values.mean():.1%}, "
               f"layers {list(store.layers)}, {store.info['build_seconds']:.0f} s)")
         print(store.family_summary().to_string(float_format=lambda v: f"{v:.1%}"))
 
@@ -112,6 +117,7 @@ def add_build(sub) -> None:
     parser.add_argument("--n-train", type=int, default=200, help="training prompts per family, or from the file (default 200)")
     parser.add_argument("--n-test", type=int, default=100, help="held-out prompts per family, or from the file (default 100)")
     parser.add_argument("--n", type=int, default=16, help="candidates per prompt (default 16)")
+    parser.add_argument("--test-n", type=int, help="candidates per held-out prompt (default: --n); more lets the scaling law go further")
     parser.add_argument("--layers", type=parse_layers, default=[0.6], help="layer indices or depth fractions, comma-separated (default 0.6)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -137,11 +143,13 @@ def cmd_train(args) -> None:
     hyperparams = {k: v for k, v in dict(
         num_blocks=args.blocks, projection_dim=args.projection_dim, use_instruction=not args.no_instruction,
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
+        logprob_fusion=False if args.no_fusion else None,
     ).items() if v is not None}
     ranker = train_on_store(store, layer, kind=args.kind, val_store=val_store, **hyperparams)
     params = sum(p.numel() for p in ranker.model_.parameters())
     message = (f"trained {args.kind} ranker: {params:,} parameters, layer {layer}, "
-               f"{len(store.problems)} prompts x N={store.num_candidates}, {ranker.train_result_.wall_time_s:.1f} s on CPU")
+               f"{len(store.problems)} prompts x N={store.num_candidates}, {ranker.fit_seconds_:.1f} s on CPU"
+               + (f", fused with mean log-prob (w={ranker.logprob_weight:.3g})" if ranker.logprob_weight else ""))
     if val_store is not None:
         scores = score_store(ranker, val_store)
         accuracy = evaluate_selection(val_store, {"ranker": scores})
@@ -165,6 +173,8 @@ def add_train(sub) -> None:
     parser.add_argument("--blocks", type=int, help="transformer blocks (list) or MLP blocks (point); default 1")
     parser.add_argument("--projection-dim", type=int, help="projection width (default 64)")
     parser.add_argument("--no-instruction", action="store_true", help="ablation: ignore the instruction feature")
+    parser.add_argument("--no-fusion", action="store_true",
+                        help="hidden states only: do not fuse scores with the candidates' mean log-prob (the paper's ranker)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--optimizer", choices=["adamw", "sgd"])
@@ -327,7 +337,7 @@ def cmd_experiment(args) -> None:
     if not (store_dir / "train" / "card.json").is_file() or not (store_dir / "test" / "card.json").is_file():
         print(f"no feature stores in {store_dir}: building them first", file=sys.stderr)
         build_args = argparse.Namespace(
-            tasks=args.tasks, tasks_file=None, n_train=args.n_train, n_test=args.n_test, n=args.n,
+            tasks=args.tasks, tasks_file=None, n_train=args.n_train, n_test=args.n_test, n=args.n, test_n=args.test_n,
             layers=parse_layers(ABLATION_LAYERS), temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens,
             prompts_per_call=max(1, 128 // args.n), seed=0, model=args.model, out=str(store_dir),
         )
@@ -381,9 +391,10 @@ def add_experiment(sub) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per setting (default 3)")
     parser.add_argument("--layer", type=float, default=0.6, help="depth fraction of the main layer (default 0.6)")
     parser.add_argument("--tasks", default=EXPERIMENT_FAMILIES, help=f"families for the build, when it is needed (default {EXPERIMENT_FAMILIES})")
-    parser.add_argument("--n-train", type=int, default=50, help="training prompts per family for the build (default 50)")
+    parser.add_argument("--n-train", type=int, default=120, help="training prompts per family for the build (default 120)")
     parser.add_argument("--n-test", type=int, default=30, help="held-out prompts per family for the build (default 30)")
-    parser.add_argument("--n", type=int, default=16, help="candidates per prompt for the build (default 16)")
+    parser.add_argument("--n", type=int, default=16, help="candidates per training prompt for the build (default 16)")
+    parser.add_argument("--test-n", type=int, default=32, help="candidates per held-out prompt for the build (default 32, for the scaling law)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--model", help="base model for the build (default: $LANGUAGE_RANKER_MODEL, else embedded)")
     parser.set_defaults(func=cmd_experiment)

@@ -51,12 +51,16 @@ class RankingQuery:
     responses: Tensor  # (K, H)
     labels: Tensor  # (K,)
     query_id: str = ""
+    mean_logprob: Tensor | None = None  # (K,) mean token log-prob per candidate, for score fusion (ranker.fusion)
 
 
 def queries_from_tensors(
-    instructions: Tensor, responses: Tensor, labels: Tensor, query_ids: Sequence[str] | None = None
+    instructions: Tensor, responses: Tensor, labels: Tensor, query_ids: Sequence[str] | None = None,
+    mean_logprobs: Tensor | None = None,
 ) -> list[RankingQuery]:
     """Split stacked features into queries: instructions (P, H), responses (P, N, H), labels (P, N).
+
+    mean_logprobs: optional (P, N) mean token log-probs, kept on each query for score fusion.
 
     E.g. from a feature store: `queries_from_tensors(*store.features(layer), store.labels())`.
     The queries hold views of the given tensors (no copy).
@@ -72,8 +76,14 @@ def queries_from_tensors(
         raise ValueError(f"labels must be (P, N) = {tuple(responses.shape[:2])}, got {tuple(labels.shape)}")
     if query_ids is not None and len(query_ids) != P:
         raise ValueError(f"{len(query_ids)} query_ids for {P} queries")
+    if mean_logprobs is not None and tuple(mean_logprobs.shape) != tuple(responses.shape[:2]):
+        raise ValueError(f"mean_logprobs must be (P, N) = {tuple(responses.shape[:2])}, got {tuple(mean_logprobs.shape)}")
     ids = [str(i) for i in query_ids] if query_ids is not None else [str(i) for i in range(P)]
-    return [RankingQuery(instructions[p], responses[p], labels[p].float(), ids[p]) for p in range(P)]
+    return [
+        RankingQuery(instructions[p], responses[p], labels[p].float(), ids[p],
+                     None if mean_logprobs is None else mean_logprobs[p].float())
+        for p in range(P)
+    ]
 
 
 @dataclass
@@ -251,6 +261,7 @@ class Preference:
     responses: Tensor  # (K, H), the candidates shown, in display order
     choice: int | str  # index of the picked candidate, or "tie", or "all_bad"
     query_id: str = ""
+    mean_logprob: Tensor | None = None  # (K,) mean token log-prob of each shown candidate, if known
 
     def __post_init__(self) -> None:
         K = self.responses.shape[0]
@@ -276,7 +287,7 @@ def preference_to_query(preference: Preference) -> RankingQuery | None:
     labels = torch.zeros(preference.responses.shape[0])
     if preference.choice != ALL_BAD:
         labels[int(preference.choice)] = 1.0
-    return RankingQuery(preference.instruction, preference.responses, labels, preference.query_id)
+    return RankingQuery(preference.instruction, preference.responses, labels, preference.query_id, preference.mean_logprob)
 
 
 def preferences_to_queries(preferences: Sequence[Preference]) -> list[RankingQuery]:

@@ -7,8 +7,13 @@
 
 Hyperparameters are the fields of `RankerConfig` (except `hidden_size`, read from the data) and of
 `TrainConfig`. `__init__` only stores them; `fit` validates them (by building both configs) and sets
-the fitted attributes `model_`, `ranker_config_`, `train_config_`, `train_result_`, `fingerprint_`
-and `n_features_in_`.
+the fitted attributes `model_`, `ranker_config_`, `train_config_`, `train_result_`, `fingerprint_`,
+`n_features_in_` and `logprob_weight_`.
+
+Score fusion (`ranker.fusion`): when `logprob_fusion` is on (the default) and the training queries
+carry `mean_logprob`, `fit` also cross-fits a weight w and every score becomes
+s_k + w * mean_logprob_k; scoring then needs the candidates' mean log-probs. w = 0 means the
+hidden-state ranker alone (the paper's ranker; `logprob_fusion=False` forces it).
 
 `predict_proba(instruction, responses) -> (K,)`:
 - pointwise binary (kind="point", loss bce): sigmoid(s_k), each candidate's own probability of being
@@ -24,6 +29,7 @@ and `n_features_in_`.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import fields
 from typing import Callable, Sequence
 
@@ -33,13 +39,13 @@ from torch import Tensor
 from ranker.checkpoint import load_checkpoint, save_checkpoint
 from ranker.data import QueryLike
 from ranker.fingerprint import FeatureFingerprint
-from ranker.metrics import RankingMetrics
+from ranker.fusion import choose_weight, fold_indices, fuse, query_logprobs
+from ranker.metrics import RankingMetrics, ranking_metrics
 from ranker.models import Ranker, RankerConfig, build_ranker
 from ranker.training import (
     TrainConfig,
     TrainProgress,
     TrainResult,
-    evaluate_ranker,
     resolve_loss,
     score_queries,
     train_ranker,
@@ -119,17 +125,41 @@ class LanguageRanker:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train_config.seed)
             model = build_ranker(ranker_config)
+        start = time.perf_counter()
         self.train_result_: TrainResult = train_ranker(model, queries, train_config, val_queries, progress)
         self.model_, self.ranker_config_, self.train_config_ = model, ranker_config, train_config
         self.fingerprint_ = fingerprint
         self.n_features_in_ = hidden_size
+        self.logprob_weight_, self.fusion_ = 0.0, None
+        logprobs = query_logprobs(queries)
+        if train_config.logprob_fusion and logprobs is not None and len(queries) >= 2 * train_config.fusion_folds:
+            self.logprob_weight_, self.fusion_ = self._cross_fit_fusion(queries, logprobs, ranker_config, train_config)
+        self.fit_seconds_ = time.perf_counter() - start
         return self
+
+    def _cross_fit_fusion(self, queries, logprobs, ranker_config: RankerConfig, train_config: TrainConfig):
+        """Out-of-fold scores from `fusion_folds` rankers, then the fusion weight (ranker.fusion)."""
+        oof: list[Tensor | None] = [None] * len(queries)
+        for held in fold_indices(len(queries), train_config.fusion_folds, train_config.seed):
+            held_set = set(held)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(train_config.seed)
+                model = build_ranker(ranker_config)
+            train_ranker(model, [q for i, q in enumerate(queries) if i not in held_set], train_config)
+            for i, scores in zip(held, score_queries(model, [queries[i] for i in held])):
+                oof[i] = scores
+        labels = [q.labels.float().cpu() for q in queries]
+        return choose_weight(oof, logprobs, labels)
 
     # --- inference ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def score(self, instruction: Tensor, responses: Tensor) -> Tensor:
-        """Scores of K candidates: instruction (H,), responses (K, H) -> (K,) float32 on CPU. Higher is better."""
+    def score(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None) -> Tensor:
+        """Scores of K candidates: instruction (H,), responses (K, H) -> (K,) float32 on CPU. Higher is better.
+
+        mean_logprob: (K,) mean token log-probs of the candidates; required when the ranker fuses
+        them (`logprob_weight_` != 0), ignored otherwise.
+        """
         model = self._check_fitted()
         if instruction.dim() != 1 or responses.dim() != 2:
             raise ValueError(
@@ -140,19 +170,24 @@ class LanguageRanker:
             raise ValueError("responses is empty: need at least one candidate (K >= 1)")
         device = next(model.parameters()).device
         scores = model(instruction[None].to(device), responses[None].to(device))  # (1, K)
-        return scores[0].float().cpu()
+        return fuse(scores[0].float().cpu(), mean_logprob, self.logprob_weight)
 
-    def select(self, instruction: Tensor, responses: Tensor) -> int:
+    @property
+    def logprob_weight(self) -> float:
+        """The fitted fusion weight w (0.0 when the ranker uses hidden states only)."""
+        return float(getattr(self, "logprob_weight_", 0.0))
+
+    def select(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None) -> int:
         """Index of the best candidate (the first one on ties)."""
-        return int(torch.argmax(self.score(instruction, responses)))
+        return int(torch.argmax(self.score(instruction, responses, mean_logprob)))
 
-    def rank(self, instruction: Tensor, responses: Tensor) -> list[int]:
+    def rank(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None) -> list[int]:
         """Candidate indices from best to worst (stable on ties)."""
-        return torch.argsort(self.score(instruction, responses), descending=True, stable=True).tolist()
+        return torch.argsort(self.score(instruction, responses, mean_logprob), descending=True, stable=True).tolist()
 
-    def predict_proba(self, instruction: Tensor, responses: Tensor) -> Tensor:
+    def predict_proba(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None) -> Tensor:
         """(K,) probabilities; which kind depends on the loss (see the module docstring)."""
-        scores = self.score(instruction, responses)
+        scores = self.score(instruction, responses, mean_logprob)
         loss, _, _ = resolve_loss(self.train_config_, self.ranker_config_.kind, self.ranker_config_.label_type)
         if loss == "bce":
             return torch.sigmoid(scores)
@@ -161,12 +196,14 @@ class LanguageRanker:
         raise ValueError(f"predict_proba is not meaningful for loss {loss!r}: scores are regressed labels; use score()")
 
     def score_queries(self, queries: Sequence[QueryLike]) -> list[Tensor]:
-        """`score` for many queries at once (batched): a list of (K_q,) tensors."""
-        return score_queries(self._check_fitted(), queries)
+        """`score` for many queries at once (batched): a list of (K_q,) tensors (fused, as `score`)."""
+        raw = score_queries(self._check_fitted(), queries)
+        return [fuse(s, getattr(q, "mean_logprob", None), self.logprob_weight) for s, q in zip(raw, queries)]
 
     def evaluate(self, queries: Sequence[QueryLike]) -> RankingMetrics:
         """Best-of-N, random and oracle accuracy, and AUROC on labelled `queries`."""
-        return evaluate_ranker(self._check_fitted(), queries)
+        self._check_fitted()
+        return ranking_metrics(self.score_queries(queries), [q.labels.float().cpu() for q in queries])
 
     # --- persistence --------------------------------------------------------------------------
 
@@ -178,7 +215,8 @@ class LanguageRanker:
         training_data, metrics = dict(getattr(self, "training_data_", {})), dict(getattr(self, "metrics_", {}))
         if result is not None:
             training_data.update(result.data_summary)
-            metrics.update(val=result.val_metrics, wall_time_s=result.wall_time_s, loss=result.loss_name)
+            metrics.update(val=result.val_metrics, wall_time_s=getattr(self, "fit_seconds_", result.wall_time_s),
+                           loss=result.loss_name, logprob_weight=self.logprob_weight, fusion=getattr(self, "fusion_", None))
         save_checkpoint(
             path,
             model,
@@ -205,4 +243,5 @@ class LanguageRanker:
         est.fingerprint_ = card.fingerprint
         est.n_features_in_ = card.ranker_config.hidden_size
         est.training_data_, est.metrics_ = card.training_data, card.metrics
+        est.logprob_weight_ = float(card.metrics.get("logprob_weight", 0.0))
         return est

@@ -18,6 +18,13 @@ from ranker.store import FeatureStore
 
 Log = Callable[[str], None]
 BASELINES = ("first", "random", "majority", "max_logprob", "oracle", "per_sample")
+MAIN_N = 16  # best-of-N reported everywhere but the scaling law; larger held-out stores are subsampled
+DRAWS = 5  # random N-subsets averaged when the held-out store has more than MAIN_N candidates
+
+
+def _accuracy(test: FeatureStore, scores: dict, seed: int) -> dict[str, float]:
+    """evaluate_selection at N = MAIN_N (or the store's N, if smaller)."""
+    return evaluate_selection(test, scores, n=min(MAIN_N, test.num_candidates), draws=DRAWS, seed=seed)
 
 
 def _quiet(message: str) -> None:
@@ -35,17 +42,22 @@ def family_table(train: FeatureStore, test: FeatureStore) -> list[dict]:
 
 
 def main_table(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int], log: Log = _quiet) -> list[dict]:
-    """Best-of-N accuracy at the store's N, per family and overall, for rankers and baselines."""
+    """Best-of-16 accuracy, per family and overall, for rankers and baselines.
+
+    `list_ranker` / `point_ranker` are the shipped configuration (hidden states fused with the mean
+    log-prob, ranker.fusion); `*_hidden` are the paper's hidden-state-only rankers.
+    """
     rows = []
     families = sorted(set(test.families))
     for seed in seeds:
         scores = {}
         for kind in ("list", "point"):
-            ranker = train_on_store(train, layer, kind=kind, seed=seed)
-            scores[f"{kind}_ranker"] = score_store(ranker, test)
+            scores[f"{kind}_ranker"] = score_store(train_on_store(train, layer, kind=kind, seed=seed), test)
+            hidden_only = train_on_store(train, layer, kind=kind, seed=seed, logprob_fusion=False)
+            scores[f"{kind}_ranker_hidden"] = score_store(hidden_only, test)
         for family in families + ["all"]:
             index = [i for i, f in enumerate(test.families) if family in ("all", f)]
-            accuracy = evaluate_selection(test.subset(index), {k: v[index] for k, v in scores.items()}, seed=seed)
+            accuracy = _accuracy(test.subset(index), {k: v[index] for k, v in scores.items()}, seed=seed)
             rows += [{"family": family, "method": m, "seed": seed, "accuracy": a} for m, a in accuracy.items()]
         log(f"main table: seed {seed} done")
     return rows
@@ -65,12 +77,15 @@ def scaling_law(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequ
 
 
 def layer_ablation(train: FeatureStore, test: FeatureStore, seeds: Sequence[int], kinds=("list",), log: Log = _quiet) -> list[dict]:
-    """Ranker accuracy at every recorded layer (the store holds them all from one sampling pass)."""
+    """Hidden-state-only ranker accuracy at every recorded layer (one sampling pass records them all).
+
+    Fusion is off here: the question is what each layer's features carry on their own.
+    """
     rows = []
     num_layers = train.model.num_layers
     for layer, kind, seed in itertools.product(train.layers, kinds, seeds):
-        scores = score_store(train_on_store(train, layer, kind=kind, seed=seed), test)
-        accuracy = evaluate_selection(test, {"ranker": scores}, seed=seed)["ranker"]
+        scores = score_store(train_on_store(train, layer, kind=kind, seed=seed, logprob_fusion=False), test)
+        accuracy = _accuracy(test, {"ranker": scores}, seed=seed)["ranker"]
         rows.append({"layer": layer, "fraction": round(layer / num_layers, 3), "kind": kind, "seed": seed, "accuracy": accuracy})
         log(f"layers: layer {layer} {kind} seed {seed}: {accuracy:.3f}")
     return rows
@@ -78,11 +93,11 @@ def layer_ablation(train: FeatureStore, test: FeatureStore, seeds: Sequence[int]
 
 def block_ablation(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int],
                    blocks: Sequence[int] = (1, 2, 3, 4), log: Log = _quiet) -> list[dict]:
-    """ListRanker accuracy and parameter count with 1-4 transformer blocks."""
+    """Hidden-state-only ListRanker accuracy and parameter count with 1-4 transformer blocks."""
     rows = []
     for num_blocks, seed in itertools.product(blocks, seeds):
-        ranker = train_on_store(train, layer, kind="list", seed=seed, num_blocks=num_blocks)
-        accuracy = evaluate_selection(test, {"ranker": score_store(ranker, test)}, seed=seed)["ranker"]
+        ranker = train_on_store(train, layer, kind="list", seed=seed, num_blocks=num_blocks, logprob_fusion=False)
+        accuracy = _accuracy(test, {"ranker": score_store(ranker, test)}, seed=seed)["ranker"]
         params = sum(p.numel() for p in ranker.model_.parameters())
         rows.append({"blocks": num_blocks, "seed": seed, "accuracy": accuracy, "parameters": params})
         log(f"blocks: {num_blocks} seed {seed}: {accuracy:.3f}")
@@ -99,7 +114,7 @@ def transfer(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequenc
         scores = score_store(ranker, test)
         for target in families:
             index = [i for i, f in enumerate(test.families) if f == target]
-            accuracy = evaluate_selection(test.subset(index), {"ranker": scores[index]}, seed=seed)["ranker"]
+            accuracy = _accuracy(test.subset(index), {"ranker": scores[index]}, seed=seed)["ranker"]
             rows.append({"train_family": source, "test_family": target, "seed": seed, "accuracy": accuracy})
         log(f"transfer: trained on {source}, seed {seed}")
     return rows
@@ -112,7 +127,7 @@ def robustness(train: FeatureStore, test: FeatureStore, layer: int, seed: int = 
     rows = []
     for optimizer, lr, batch in grid:
         ranker = train_on_store(train, layer, kind="list", seed=seed, optimizer=optimizer, lr=lr, batch_size=batch)
-        accuracy = evaluate_selection(test, {"ranker": score_store(ranker, test)}, seed=seed)["ranker"]
+        accuracy = _accuracy(test, {"ranker": score_store(ranker, test)}, seed=seed)["ranker"]
         rows.append({"optimizer": optimizer, "lr": lr, "batch_size": batch, "accuracy": accuracy})
         log(f"robustness: {optimizer} lr {lr} batch {batch}: {accuracy:.3f}")
     return rows
@@ -125,7 +140,7 @@ def training_time(train: FeatureStore, layer: int, repeats: int = 3, log: Log = 
         start = time.perf_counter()
         ranker = train_on_store(train, layer, kind=kind, seed=repeat)
         rows.append({"kind": kind, "repeat": repeat, "seconds": time.perf_counter() - start,
-                     "train_loop_seconds": ranker.train_result_.wall_time_s,
+                     "train_loop_seconds": ranker.train_result_.wall_time_s, "logprob_weight": ranker.logprob_weight,
                      "parameters": sum(p.numel() for p in ranker.model_.parameters()),
                      "prompts": len(train.problems), "candidates": len(train.problems) * train.num_candidates})
         log(f"timing: {kind} {rows[-1]['seconds']:.1f} s")
@@ -142,9 +157,10 @@ def ship_default_rankers(train: FeatureStore, test: FeatureStore, layer: int, ou
     for kind in ("list", "point"):
         ranker = train_on_store(train, layer, kind=kind, seed=0)
         scores = score_store(ranker, test)
-        accuracy = evaluate_selection(test, {"ranker": scores})
+        accuracy = _accuracy(test, {"ranker": scores}, seed=0)
         quality = correctness_metrics(ranker, scores, test.labels())
-        ranker.metrics_.update(held_out={"prompts": len(test.problems), "n": test.num_candidates, "accuracy": accuracy, **quality})
+        n = min(MAIN_N, test.num_candidates)
+        ranker.metrics_.update(held_out={"prompts": len(test.problems), "n": n, "accuracy": accuracy, **quality})
         path = Path(out_dir) / f"default-{kind}"
         ranker.save(path)
         rows.append({"kind": kind, "path": str(path), "accuracy": accuracy["ranker"], "first": accuracy["first"],

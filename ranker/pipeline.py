@@ -15,7 +15,8 @@ def store_queries(store: FeatureStore, layer: int | None = None) -> list:
     """The store's problems as ranking queries at one layer (ids "family/index")."""
     instruction, responses = store.features(layer)
     ids = [f"{p.family}/{i}" for i, p in enumerate(store.problems)]
-    return queries_from_tensors(instruction, responses, store.labels(), ids)
+    mean_logprobs = torch.tensor(store.column("mean_logprob"), dtype=torch.float32)
+    return queries_from_tensors(instruction, responses, store.labels(), ids, mean_logprobs)
 
 
 def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[float, float]:

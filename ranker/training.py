@@ -59,6 +59,10 @@ class TrainConfig:
     # process-wide: use None (leave as is) when other torch work runs in parallel in this process.
     num_threads: int | None = 1
     eval_every: int = 0  # evaluate on val_queries every this many steps; 0 = only after the last step
+    # Fuse scores with the candidates' mean log-prob, weight cross-fitted (ranker.fusion). Only
+    # when every training query carries mean_logprob; False is the paper's hidden-state-only ranker.
+    logprob_fusion: bool = True
+    fusion_folds: int = 4  # cross-fitting folds for the fusion weight
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -83,6 +87,8 @@ class TrainConfig:
             raise ValueError(f"num_threads must be None or a positive int, got {self.num_threads!r}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every!r}")
+        if not isinstance(self.fusion_folds, int) or self.fusion_folds < 2:
+            raise ValueError(f"fusion_folds must be an int >= 2, got {self.fusion_folds!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
