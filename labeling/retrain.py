@@ -1,0 +1,365 @@
+"""Retrain the ranker on collected human labels, and promote it only if validation does not get worse.
+
+`retrain_once` (one synchronous retrain):
+1. Human labels of the profile (not undone, not skipped) whose features match the training layer
+   and base model are split by a hash of their request_id: `validation_fraction` of the requests
+   are held out. (Hashing the request rather than the label keeps two annotators' labels of the
+   same generation on the same side, so validation never sees training features.)
+2. A new ranker is fit on the task store's queries (`base_train`, verifiable labels) plus the
+   training labels (`ranker.data.preferences_to_queries`: one-hot on the pick, all 0 for
+   "all_bad", ties dropped), seeded, then Platt-calibrated on the same candidates as
+   `ranker.pipeline.train_on_store` does, so `ranker.pipeline.probabilities` works.
+3. The new and the current ranker are validated on
+   - `store_accuracy`: best-of-N accuracy on `val_store` (verifiable labels; all candidates, so
+     the pick is deterministic), when a val_store is given;
+   - `label_agreement`: the fraction of held-out labels whose pick is the ranker's top-scored
+     candidate. Labels without a pick ("tie", "all_bad") are excluded. Available when at least
+     one held-out label has a pick.
+4. Promotion rule: with no current ranker, promote. Otherwise compare on every metric available
+   for both rankers, in the order store_accuracy, label_agreement; promote iff for each of them
+   new >= current - tolerance. If no metric is available for both, refuse (a live ranker is never
+   replaced without evidence). The reason names each deciding metric with both values.
+5. The new ranker is registered either way (refused versions are kept, not current).
+   With fewer than `min_labels` usable training labels nothing is trained or registered.
+
+`RetrainJob` runs `retrain_once` on a daemon thread, one at a time, after every `every_k_labels`
+new labels or on `trigger()`, and reports through `status()`; its errors never reach the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from labeling.registry import RankerRegistry
+from labeling.store import DEFAULT_PROFILE, LabeledPreference, LabelStore
+from ranker.data import RankingQuery, preference_to_query, preferences_to_queries
+from ranker.estimator import TRAIN_PARAMS, LanguageRanker
+from ranker.evaluation import evaluate_selection
+from ranker.fingerprint import FeatureFingerprint, ModelFingerprint
+from ranker.pipeline import fit_platt, score_store, store_queries
+from ranker.store import FeatureStore
+from ranker.training import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("store_accuracy", "label_agreement")  # the order in which the promotion rule reads them
+
+
+@dataclass
+class RetrainConfig:
+    """When and how the background job retrains."""
+
+    every_k_labels: int = 20  # retrain after this many new labels (0: only when triggered)
+    kind: str = "list"  # "list" (ListRanker) or "point" (PointRanker)
+    layer: int | None = None  # hidden_states index to train on; None: base_train's first layer, else the labels' most common
+    validation_fraction: float = 0.25  # share of labelled requests held out for label_agreement (by request_id hash)
+    tolerance: float = 0.0  # promote iff new >= current - tolerance on every available metric
+    seed: int = 0  # seeds the ranker's weights, group sampling and batch order
+    min_labels: int = 10  # fewer usable training labels than this: skip (nothing trained or registered)
+    # Train at least this many optimizer steps unless `hyperparams` sets `steps`: a labelled request
+    # gives one listwise group, so 10 epochs over 50 labels alone would be a handful of steps.
+    min_steps: int = 100
+    hyperparams: dict = field(default_factory=dict)  # further LanguageRanker hyperparameters (epochs, lr, ...)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.every_k_labels, int) or self.every_k_labels < 0:
+            raise ValueError(f"every_k_labels must be an int >= 0, got {self.every_k_labels!r}")
+        if self.kind not in ("list", "point"):
+            raise ValueError(f"kind must be 'list' or 'point', got {self.kind!r}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if not self.tolerance >= 0.0:
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance!r}")
+        if not isinstance(self.min_labels, int) or self.min_labels < 0:
+            raise ValueError(f"min_labels must be an int >= 0, got {self.min_labels!r}")
+        if not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise ValueError(f"min_steps must be an int >= 0, got {self.min_steps!r}")
+        LanguageRanker(kind=self.kind, **self.hyperparams)  # unknown hyperparameter names fail here
+
+
+@dataclass
+class RetrainResult:
+    """What one retrain did. `version` is None when it was skipped (too few labels)."""
+
+    version: str | None
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]  # the new ranker's validation metrics
+    current_metrics: dict[str, float]  # the current ranker's, on the same data ({} without a current ranker)
+    label_count: int = 0  # usable labels (after profile/layer filtering), train + validation
+    train_labels: int = 0
+    validation_labels: int = 0
+    skipped_labels: int = 0  # labels whose features come from another layer or model
+    seconds: float = 0.0
+    ranker: LanguageRanker | None = field(default=None, repr=False)  # the new ranker (None when skipped)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "ranker"}
+
+
+def is_validation(request_id: str, fraction: float) -> bool:
+    """Deterministic held-out membership: the request's sha256 hash as a number in [0, 1) below `fraction`."""
+    digest = hashlib.sha256(str(request_id).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def label_agreement(ranker: LanguageRanker, preferences: list[LabeledPreference]) -> float | None:
+    """Fraction of preferences with a pick whose pick is the ranker's top candidate; None if none has a pick."""
+    picks = [p for p in preferences if not isinstance(p.choice, str)]
+    if not picks:
+        return None
+    scores = ranker.score_queries([preference_to_query(p) for p in picks])  # list of (K,)
+    return sum(int(s.argmax()) == int(p.choice) for s, p in zip(scores, picks)) / len(picks)
+
+
+def validation_metrics(ranker: LanguageRanker, val_store: FeatureStore | None,
+                       held_out: list[LabeledPreference]) -> dict[str, float]:
+    """{"store_accuracy", "label_agreement"}, each present only when its data is."""
+    metrics = {}
+    if val_store is not None:
+        metrics["store_accuracy"] = evaluate_selection(val_store, {"ranker": score_store(ranker, val_store)})["ranker"]
+    agreement = label_agreement(ranker, held_out)
+    if agreement is not None:
+        metrics["label_agreement"] = agreement
+    return metrics
+
+
+def promotion_decision(new: dict[str, float], current: dict[str, float] | None, tolerance: float) -> tuple[bool, str]:
+    """(promote?, reason) by the rule in the module docstring."""
+    if current is None:
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in new.items()) or "no validation data"
+        return True, f"promoted: no current ranker to compare with ({shown})"
+    shared = [name for name in METRICS if name in new and name in current]
+    if not shared:
+        return False, f"refused: no validation metric available for both rankers (new {sorted(new)}, current {sorted(current)})"
+    worse = [name for name in shared if new[name] < current[name] - tolerance]
+    decided = worse or shared
+    verb, sign = ("refused", "<") if worse else ("promoted", ">=")
+    parts = [f"{name} {new[name]:.3f} {sign} current {current[name]:.3f} - tolerance {tolerance:g}" for name in decided]
+    return not worse, f"{verb}: " + "; ".join(parts)
+
+
+def _feature_fingerprint(base_train: FeatureStore | None, preferences: list[LabeledPreference], layer: int) -> FeatureFingerprint | None:
+    if base_train is not None:
+        return base_train.feature_fingerprint(layer)
+    for p in preferences:
+        model = p.fingerprint.get("model", p.fingerprint)
+        if isinstance(model, dict) and {"model_id", "revision", "num_layers", "hidden_size"} <= set(model):
+            return FeatureFingerprint(ModelFingerprint.from_dict(model), layer)
+    return None
+
+
+def _compatible(p: LabeledPreference, layer: int, fingerprint: FeatureFingerprint | None, hidden_size: int | None) -> bool:
+    """Labels are usable only with features from the training layer and base model."""
+    if p.layer != layer or (hidden_size is not None and p.instruction.shape[0] != hidden_size):
+        return False
+    if fingerprint is None:
+        return True
+    model = p.fingerprint.get("model", p.fingerprint)
+    return (model.get("model_id"), model.get("revision")) == (fingerprint.model.model_id, fingerprint.model.revision)
+
+
+def retrain_once(
+    label_store: LabelStore,
+    registry: RankerRegistry,
+    base_train: FeatureStore | None,
+    val_store: FeatureStore | None,
+    current: LanguageRanker | None,
+    config: RetrainConfig,
+    profile: str = DEFAULT_PROFILE,
+) -> RetrainResult:
+    """Train, validate against `current`, register; see the module docstring for the rule."""
+    start = time.perf_counter()
+    preferences = label_store.preferences(profile=profile)
+    if config.layer is not None:
+        layer = config.layer
+    elif base_train is not None:
+        layer = base_train.layers[0]
+    elif preferences:
+        layer = Counter(p.layer for p in preferences).most_common(1)[0][0]
+    else:
+        raise ValueError(f"nothing to train on: no base_train store and no labels for profile {profile!r}")
+    fingerprint = _feature_fingerprint(base_train, preferences, layer)
+    hidden_size = base_train.instruction.shape[-1] if base_train is not None else None
+    usable = [p for p in preferences if _compatible(p, layer, fingerprint, hidden_size)]
+    held_out = [p for p in usable if is_validation(p.request_id, config.validation_fraction)]
+    held_ids = {p.label_id for p in held_out}
+    train_labels = preferences_to_queries([p for p in usable if p.label_id not in held_ids])
+    counts = dict(label_count=len(usable), train_labels=len(train_labels), validation_labels=len(held_out),
+                  skipped_labels=len(preferences) - len(usable))
+    if len(train_labels) < config.min_labels:
+        reason = f"skipped: {len(train_labels)} usable training labels < min_labels {config.min_labels}"
+        return RetrainResult(None, False, reason, {}, {}, **counts, seconds=time.perf_counter() - start)
+
+    train_queries: list = (store_queries(base_train, layer) if base_train is not None else []) + train_labels
+    # num_threads None: torch's thread count is process-wide, and the app generates on other threads meanwhile.
+    hyperparams = {"num_threads": None, **config.hyperparams, "seed": config.seed}
+    if "steps" not in hyperparams and planned_steps(train_queries, config.kind, hyperparams) < config.min_steps:
+        hyperparams["steps"] = config.min_steps
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        ranker = LanguageRanker(kind=config.kind, **hyperparams).fit(train_queries, fingerprint=fingerprint)
+    ranker.metrics_ = {"platt": list(_platt(ranker, train_queries))}
+    ranker.training_data_ = {"store_problems": len(base_train.problems) if base_train is not None else 0,
+                             "human_labels": len(train_labels), "layer": layer, "profile": profile}
+
+    metrics = validation_metrics(ranker, val_store, held_out)
+    current_metrics = validation_metrics(current, val_store, held_out) if current is not None else None
+    promoted, reason = promotion_decision(metrics, current_metrics, config.tolerance)
+    version = registry.add(ranker, metrics, promoted, reason, profile, label_count=len(usable),
+                           info={"current_metrics": current_metrics, **counts, "kind": config.kind, "seed": config.seed,
+                                 "steps": ranker.train_result_.num_steps})
+    logger.info("retrain %s/%s: %s", profile, version, reason)
+    return RetrainResult(version, promoted, reason, metrics, current_metrics or {}, **counts,
+                         seconds=time.perf_counter() - start, ranker=ranker)
+
+
+def planned_steps(queries: list, kind: str, hyperparams: dict) -> int:
+    """Optimizer steps `epochs` passes would take: groups per epoch (as `ranker.data` draws them) / batch size."""
+    train = TrainConfig(**{k: v for k, v in hyperparams.items() if k in TRAIN_PARAMS})
+    if kind == "point":
+        groups = sum(q.responses.shape[0] for q in queries)
+    else:
+        groups = sum(1 if q.responses.shape[0] <= train.group_size else train.groups_per_query for q in queries)
+    return train.epochs * math.ceil(groups / train.batch_size)
+
+
+def _platt(ranker: LanguageRanker, queries: list[RankingQuery]) -> tuple[float, float]:
+    """Platt (a, b) on the training candidates, as `ranker.pipeline.train_on_store` fits it."""
+    scores = torch.cat(ranker.score_queries(queries))
+    labels = torch.cat([q.labels.float() for q in queries])
+    return fit_platt(scores, labels)
+
+
+class RetrainJob:
+    """Background retrains for one profile: at most one at a time, on a daemon thread.
+
+    The current ranker is the registry's current version of the profile when it has one, else
+    `current` (e.g. the shipped ranker). `on_promoted(version, ranker)` is called on the job's
+    thread whenever the live version changes (promotion, or `rollback`), so the app can swap it in.
+    """
+
+    def __init__(
+        self,
+        label_store: LabelStore,
+        registry: RankerRegistry,
+        config: RetrainConfig | None = None,
+        *,
+        base_train: FeatureStore | None = None,
+        val_store: FeatureStore | None = None,
+        current: LanguageRanker | None = None,
+        profile: str = DEFAULT_PROFILE,
+        on_promoted: Callable[[str, LanguageRanker], None] | None = None,
+    ):
+        self.label_store, self.registry = label_store, registry
+        self.config = config or RetrainConfig()
+        self.base_train, self.val_store, self.profile = base_train, val_store, profile
+        self.on_promoted = on_promoted
+        self._fallback_current = current
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._state = "idle"
+        self._labels_at_last_run = 0
+        self._last_result: RetrainResult | None = None
+        self._last_error: str | None = None
+        self._last_trigger: str | None = None
+        self._started: float | None = None
+        self._finished: float | None = None
+
+    def _current_ranker(self) -> LanguageRanker | None:
+        version = self.registry.current(self.profile)
+        return self.registry.load(version, self.profile) if version is not None else self._fallback_current
+
+    def notify_labels(self) -> bool:
+        """Call after each new label; starts a retrain once `every_k_labels` new labels have come in."""
+        k = self.config.every_k_labels
+        if k == 0 or self.label_store.count(profile=self.profile) - self._labels_at_last_run < k:
+            return False
+        return self.trigger(reason=f"{k} new labels")
+
+    def trigger(self, reason: str = "button") -> bool:
+        """Start a retrain in the background now; False (and nothing started) if one is running."""
+        with self._lock:
+            if self._state == "running":
+                return False
+            self._state, self._last_trigger, self._started, self._finished = "running", reason, time.time(), None
+            self._labels_at_last_run = self.label_store.count(profile=self.profile)
+            self._thread = threading.Thread(target=self._run, name=f"retrain-{self.profile}", daemon=True)
+            self._thread.start()
+        return True
+
+    def _run(self) -> None:
+        try:
+            result = retrain_once(self.label_store, self.registry, self.base_train, self.val_store,
+                                  self._current_ranker(), self.config, self.profile)
+            with self._lock:
+                self._last_result = result
+            if result.promoted and self.on_promoted is not None:
+                self.on_promoted(result.version, result.ranker)
+            with self._lock:
+                self._last_error, self._state, self._finished = None, "idle", time.time()
+        except Exception as error:  # shown in status(); the app must keep running
+            logger.exception("retrain of profile %r failed", self.profile)
+            with self._lock:
+                self._last_error, self._state, self._finished = f"{type(error).__name__}: {error}", "failed", time.time()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the running retrain (if any) ends; True if none is running afterwards."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self._state != "running"
+
+    def rollback(self, to: str | None = None) -> str:
+        """`registry.rollback` for this profile, then `on_promoted` with the restored ranker; returns its version."""
+        with self._lock:
+            if self._state == "running":
+                raise ValueError("a retrain is running; roll back after it finishes")
+            version = self.registry.rollback(self.profile, to=to)
+        if self.on_promoted is not None:
+            self.on_promoted(version, self.registry.load(version, self.profile))
+        return version
+
+    def status(self) -> dict:
+        """State for the UI: idle/running/failed, label counts, the last result or error, and the history."""
+        with self._lock:
+            count = self.label_store.count(profile=self.profile)
+            result = self._last_result
+            return {
+                "state": self._state,
+                "profile": self.profile,
+                "label_count": count,
+                "labels_since_last_run": count - self._labels_at_last_run,
+                "every_k_labels": self.config.every_k_labels,
+                "last_trigger": self._last_trigger,
+                "started": self._started,
+                "finished": self._finished,
+                "last_result": result.to_dict() if result else None,
+                "last_reason": result.reason if result else None,
+                "last_metrics": dict(result.metrics) if result else None,
+                "last_error": self._last_error,
+                "current_version": self.registry.current(self.profile),
+                "history": self.registry.history(self.profile),
+            }
+
+
+def learning_curve(registry: RankerRegistry, profile: str = DEFAULT_PROFILE) -> pd.DataFrame:
+    """Long table for a plot: one row per (version, metric) with columns version, label_count, metric, value, status."""
+    rows = [
+        {"version": entry["version"], "label_count": entry.get("label_count"), "metric": name, "value": value,
+         "status": entry["status"]}
+        for entry in registry.history(profile)
+        for name, value in entry["metrics"].items()
+        if isinstance(value, (int, float))
+    ]
+    return pd.DataFrame(rows, columns=["version", "label_count", "metric", "value", "status"])
