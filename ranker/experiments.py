@@ -166,4 +166,29 @@ def ship_default_rankers(train: FeatureStore, test: FeatureStore, layer: int, ou
         rows.append({"kind": kind, "path": str(path), "accuracy": accuracy["ranker"], "first": accuracy["first"],
                      "oracle": accuracy["oracle"], **quality})
         log(f"shipped {kind} ranker to {path}: held-out {accuracy['ranker']:.3f}")
+    export_task_data(train, test, layer, Path(out_dir).parent / "task_data")
     return rows
+
+
+def _first_per_family(store: FeatureStore, per_family: int) -> FeatureStore:
+    counts: dict[str, int] = {}
+    index = []
+    for i, family in enumerate(store.families):
+        if counts.get(family, 0) < per_family:
+            counts[family] = counts.get(family, 0) + 1
+            index.append(i)
+    return store.subset(index)
+
+
+def export_task_data(train: FeatureStore, test: FeatureStore, layer: int, out_dir, train_per_family: int = 40,
+                     val_per_family: int = 20) -> None:
+    """Ship a slice of the task suite's features (one layer) for the app's retrain job.
+
+    The retrain job mixes these verifiable examples into every retrain and validates on the
+    held-out slice, so the app can retrain without sampling the suite again.
+    """
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    _first_per_family(train, train_per_family).select_layers([layer]).save(out_dir / "train")
+    _first_per_family(test, val_per_family).select_layers([layer]).save(out_dir / "val")

@@ -67,6 +67,22 @@ def transfer_figure(transfer: pd.DataFrame) -> go.Figure:
     return figure
 
 
+def learning_curve_figure(curve: pd.DataFrame) -> go.Figure:
+    """Validation metrics of each retrained version vs the number of labels it saw.
+
+    curve: rows (version, label_count, metric, value), e.g. from labeling.retrain.learning_curve.
+    """
+    figure = go.Figure()
+    if len(curve):
+        for metric, rows in curve.sort_values("label_count").groupby("metric"):
+            figure.add_trace(go.Scatter(x=rows.label_count, y=rows.value, mode="lines+markers", name=str(metric),
+                                        text=rows.version, hovertemplate="%{text}: %{y:.3f}"))
+    title = "Retrained ranker: validation vs labels" + ("" if len(curve) else " (no retrained versions yet)")
+    figure.update_layout(title=title, xaxis=dict(title="labels used"), yaxis=dict(title="validation metric"),
+                         template="plotly_white")
+    return figure
+
+
 FIGURES = {"scaling": scaling_figure, "layers": layer_figure, "blocks": blocks_figure, "transfer": transfer_figure}
 
 

