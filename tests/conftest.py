@@ -26,3 +26,31 @@ def embedded_base(model_cache_dir):
     base = load_base_model("embedded", device="cpu", cache_dir=model_cache_dir)
     assert base.source == "gguf"
     return base
+
+
+FROZEN_SUITE = __import__("pathlib").Path(__file__).resolve().parent / "assets" / "frozen_suite"
+
+
+@pytest.fixture(scope="session")
+def app_server(embedded_base, tmp_path_factory):
+    """The app on the embedded model, launched once: (module, url). Labels go to a fresh data dir.
+
+    The retrain job trains on the frozen real task features (tests/assets/frozen_suite) and
+    retrains only when asked (every_k_labels=0), with min_labels=1 so one label is enough.
+    """
+    import app
+    from labeling.retrain import RetrainConfig
+    from ranker.store import FeatureStore
+
+    app.set_base_model(
+        embedded_base,
+        retrain=RetrainConfig(every_k_labels=0, min_labels=1, validation_fraction=0.0),
+        train_store=FeatureStore.load(FROZEN_SUITE / "train"),
+        val_store=FeatureStore.load(FROZEN_SUITE / "test"),
+        data_dir=tmp_path_factory.mktemp("app-data"),
+    )
+    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **app.LAUNCH_KWARGS)
+    try:
+        yield app, app.demo.local_url
+    finally:
+        app.demo.close()

@@ -1,75 +1,143 @@
-"""The app, launched and driven through gradio_client on the embedded model."""
+"""The app, launched on the embedded model and driven through gradio_client: the whole flow."""
+
+import time
 
 import gradio as gr
 import pytest
 from gradio_client import Client
 
-import app
-
 pytestmark = pytest.mark.integration
+
+PROMPT = "What is 7 + 5? Answer with just the number."
 
 
 @pytest.fixture(scope="module")
-def client(embedded_base):
-    app.set_base_model(embedded_base)
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    try:
-        yield Client(app.demo.local_url, verbose=False)
-    finally:
-        app.demo.close()
+def client(app_server):
+    return Client(app_server[1], verbose=False)
 
 
-def test_generate_returns_n_candidates_ranked_by_the_shipped_ranker(client):
-    table, status = client.predict(
-        "What is 7 + 5? Answer with just the number.", 4, 1.0, 1.0, 24, 3, api_name="/generate"
-    )
-    assert table["headers"] == app.CANDIDATE_COLUMNS
-    rows = table["data"]
-    assert [row[0] for row in rows] == [1, 2, 3, 4]
-    assert sorted(row[1] for row in rows) == [1, 2, 3, 4]
-    scores = [row[3] for row in rows]
+@pytest.fixture(scope="module")
+def generated(client):
+    request_id, rows, table_html, timing = client.predict(PROMPT, 4, 1.0, 1.0, 24, 3, "latest retrained", api_name="/generate")
+    return request_id, rows, table_html, timing
+
+
+def test_generate_returns_a_request_id_and_ranked_candidates(generated, app_server):
+    request_id, rows, table_html, timing = generated
+    assert len(request_id) == 32 and int(request_id, 16) >= 0
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    assert sorted(r["candidate"] for r in rows) == [0, 1, 2, 3]
+    scores = [r["ranker_score"] for r in rows]
     assert scores == sorted(scores, reverse=True)
-    assert all(0.0 <= row[4] <= 1.0 for row in rows)
-    assert all(row[5] in ("eos", "length") and 1 <= row[6] <= 24 for row in rows)
-    assert "4 candidates" in status and "layer 18" in status and "shipped ListRanker" in status
+    assert all(0.0 <= r["p_correct"] <= 1.0 for r in rows)
+    assert sorted(r["rm_rank"] for r in rows) == [1, 2, 3, 4]  # the shipped RM (base) scored every candidate
+    assert all(r["finish"] in ("eos", "length") and 1 <= r["tokens"] <= 24 and r["mean_logprob"] < 0 for r in rows)
+    assert "ranker's pick" in table_html and table_html.count("<tr") == 5
+    assert "4 candidates" in timing and "layer 18" in timing and "ranker" in timing and "RM" in timing
 
 
-def test_scores_are_the_rankers_own(embedded_base):
-    """The table's scores are what the shipped ranker gives the captured features."""
-    from ranker.estimator import LanguageRanker
-    from ranker.sampling import SamplingConfig, sample_candidates
+def test_scores_are_the_shipped_rankers_own(generated, app_server):
+    """The JSON's scores are what the shipped ranker gives the stored (captured) features."""
+    app, _ = app_server
+    request_id, rows, _, _ = generated
+    stored = app.SERVER.labels.get_request(request_id)
+    ranker = app.SERVER.shipped["shipped ListRanker"]
+    import torch
 
-    table, _ = app.generate("Which is larger, 47 or 74? Answer with just the number.", 3, 1.0, 1.0, 16, 5)
-    result = sample_candidates(embedded_base, "Which is larger, 47 or 74? Answer with just the number.",
-                               SamplingConfig(num_candidates=3, max_new_tokens=16, seed=5), layers=18)
-    expected = LanguageRanker.load(app.DEFAULT_RANKER).score(*result.features())
-    by_index = {row["#"]: row["ranker score"] for _, row in table.iterrows()}
-    assert [by_index[k + 1] for k in range(3)] == [round(v, 3) for v in expected.tolist()]
-
-
-def test_a_ranker_for_another_model_is_refused_with_the_reason(tiny_base):
-    app.load_default_ranker(tiny_base)
-    try:
-        assert app._ranker is None and "does not match" in app._ranker_note
-    finally:
-        app.load_default_ranker(app.get_base_model())
+    expected = ranker.score(stored["instruction"], stored["responses"], torch.tensor(stored["mean_logprobs"]))
+    for row in rows:
+        # stored features are float16, the live ones float32: equal to float16 rounding
+        assert row["ranker_score"] == pytest.approx(float(expected[row["candidate"]]), rel=5e-3, abs=5e-3)
 
 
-def test_same_seed_same_candidates_through_the_api(client):
-    args = ("Name a colour.", 3, 1.0, 1.0, 12, 11)
-    first, _ = client.predict(*args, api_name="/generate")
-    second, _ = client.predict(*args, api_name="/generate")
-    assert [row[1] for row in first["data"]] == [row[1] for row in second["data"]]
+def test_label_is_stored_with_everything_needed_to_retrain(client, generated, app_server):
+    app, _ = app_server
+    request_id, rows, _, _ = generated
+    before = app.SERVER.labels.count()
+    label_id = client.predict(request_id, str(rows[1]["candidate"]), "tester", api_name="/label")
+    assert len(label_id) == 32
+    assert app.SERVER.labels.count() == before + 1 and app.SERVER.labels.count(annotator="tester") == 1
+    frame = app.SERVER.labels.labels_frame()
+    row = frame[frame.label_id == label_id].iloc[0]
+    assert row.choice == str(rows[1]["candidate"]) and row.annotator == "tester"
+    stored = app.SERVER.labels.get_request(request_id)
+    assert tuple(stored["responses"].shape) == (4, 576) and tuple(stored["instruction"].shape) == (576,)
+    assert stored["prompt"] == PROMPT and len(stored["rm_scores"]) == 4
+
+
+def test_retrain_promotes_or_refuses_with_a_reason(client, generated, app_server):
+    app, _ = app_server
+    request_id, rows, _, _ = generated
+    client.predict(request_id, str(rows[0]["candidate"]), "tester", api_name="/label")
+    message = client.predict(api_name="/retrain")
+    assert "started" in message
+    deadline = time.time() + 120
+    status = client.predict(api_name="/retrain_status")
+    while status["state"] == "running" and time.time() < deadline:
+        time.sleep(0.5)
+        status = client.predict(api_name="/retrain_status")
+    assert status["state"] == "idle", status.get("last_error")
+    result = status["last_result"]
+    assert result["version"] is not None and result["reason"]
+    entry = [h for h in status["history"] if h["version"] == result["version"]][0]
+    assert entry["status"] == ("promoted" if result["promoted"] else "refused")
+    assert "store_accuracy" in result["reason"] or "no current" in result["reason"].lower()
+
+
+def test_plot_endpoint_returns_five_figures(client):
+    figures = client.predict(api_name="/plots")
+    assert len(figures) == 5
+    assert all(isinstance(f, dict) and f.get("type") == "plotly" for f in figures)
+
+
+def test_blind_generate_hides_scores(client):
+    request_id, rows, table_html, _ = client.predict(PROMPT, 3, 1.0, 1.0, 16, 4, "latest retrained", api_name="/generate_blind")
+    assert [r["position"] for r in rows] == [1, 2, 3] and all("ranker_score" not in r for r in rows)
+    assert "Blind mode" in table_html and "ranker score" not in table_html
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (("   ", 4, 1.0, 1.0, 24, -1), "Type a prompt"),
-        (("hi", 65, 1.0, 1.0, 24, -1), "at most 64"),
+        (("hi", 65, 1.0, 1.0, 24, -1), "between 1 and 64"),
         (("hi", 4, 1.0, 0.0, 24, -1), "top_p"),
     ],
 )
-def test_bad_input_gets_a_clear_error(args, message):
+def test_bad_generate_input_gets_a_clear_error(app_server, args, message):
+    app, _ = app_server
     with pytest.raises(gr.Error, match=message):
         app.generate(*args)
+
+
+def test_bad_labels_are_refused_and_nothing_is_lost(app_server, generated):
+    app, _ = app_server
+    request_id = generated[0]
+    before = app.SERVER.labels.count(include_skips=True)
+    with pytest.raises(gr.Error, match="unknown|not found|no request"):
+        app.label("f" * 32, "0", "tester")
+    with pytest.raises(gr.Error, match="choice|candidate"):
+        app.label(request_id, "99", "tester")
+    with pytest.raises(gr.Error, match="Generate"):
+        app.pick_position(1, "", "tester")
+    assert app.SERVER.labels.count(include_skips=True) == before
+
+
+def test_undo_removes_the_last_label_of_that_annotator(app_server, generated):
+    app, _ = app_server
+    request_id = generated[0]
+    app.label(request_id, "skip", "undoer")
+    app.label(request_id, "0", "undoer")
+    assert app.SERVER.labels.count(annotator="undoer") == 1
+    status, count = app.undo("undoer")
+    assert "Undid" in status and app.SERVER.labels.count(annotator="undoer") == 0
+
+
+def test_a_model_with_no_shipped_ranker_is_told_why_and_offered_a_bootstrap(tiny_base, tmp_path):
+    import app
+
+    server = app.Server(tmp_path)
+    server.attach(tiny_base)
+    assert server.shipped == {} and server.rm is None
+    assert "trained on" in server.unranked_reason()  # the fingerprint mismatch, spelled out
+    assert server.ranker("latest retrained") is None

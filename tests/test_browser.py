@@ -1,0 +1,65 @@
+"""A real browser (Debian chromium, driven by Playwright) does the main flow on the launched app.
+
+It types a prompt, sees the ranked candidates, picks the top one with the keyboard shortcut "1",
+sees the label counted, opens the plots tab, and saves screenshots (test artefacts, also used in
+the README) to $LANGUAGE_RANKER_SCREENSHOTS (default tests/artifacts).
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(os.environ.get("LANGUAGE_RANKER_SCREENSHOTS", Path(__file__).resolve().parent / "artifacts"))
+
+
+@pytest.fixture(scope="module")
+def page(app_server):
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM}: scripts/setup.sh --test installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(app_server[1])
+        yield page
+        browser.close()
+
+
+def test_type_generate_pick_with_a_key_and_see_the_label_counted(page, app_server):
+    from playwright.sync_api import expect
+
+    app, _ = app_server
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    before = app.SERVER.labels.count()
+    page.locator("#prompt textarea").fill("What is 23 + 19? Answer with just the number.")
+    page.locator("button#generate").click()
+    rows = page.locator("#candidates table tr")
+    expect(rows).to_have_count(9, timeout=120_000)  # header + the default N=8
+    expect(page.locator("#candidates")).to_contain_text("ranker's pick")
+    expect(page.locator("#timing")).to_contain_text("8 candidates")
+    page.locator("h1").click()  # leave the text box, so the key is a shortcut, not typing
+    page.keyboard.press("1")
+    expect(page.locator("#rank-label-status")).to_contain_text("Saved: candidate 1", timeout=30_000)
+    expect(page.locator("#rank-count")).to_contain_text("1 labels from you")
+    page.screenshot(path=str(SHOTS / "main-tab.png"), full_page=True)
+    assert app.SERVER.labels.count() == before + 1
+    frame = app.SERVER.labels.labels_frame()
+    latest = frame.sort_values("created").iloc[-1]
+    assert latest.annotator.startswith("session-") and not latest.blind
+
+
+def test_plots_tab_shows_the_figures(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Plots").click()
+    plots = page.locator(".js-plotly-plot")
+    expect(plots.first).to_be_visible(timeout=60_000)
+    assert plots.count() >= 4
+    expect(page.locator("body")).to_contain_text("Scaling law")
+    page.screenshot(path=str(SHOTS / "plots-tab.png"), full_page=True)
