@@ -82,9 +82,12 @@ from ranker.store import FeatureStore  # noqa: E402
 METHODS = {
     "list_ranker": ("ListRanker", "none (reuses generation's hidden states)"),
     "point_ranker": ("PointRanker", "none (reuses generation's hidden states)"),
+    "list_hidden": ("ListRanker, hidden states only", "none (reuses generation's hidden states)"),
+    "point_hidden": ("PointRanker, hidden states only", "none (reuses generation's hidden states)"),
     "rm_base": ("RM (base)", "base LLM + LoRA over prompt + candidate"),
     "rm_small": ("RM (small)", "MiniLM encoder over prompt + candidate"),
 }
+RANKERS = ("list_ranker", "point_ranker", "list_hidden", "point_hidden")
 # No-training baselines (names from ranker.evaluation): accuracy only.
 BASELINES = {"first": "first sample", "majority": "majority vote", "max_logprob": "max mean log-prob", "oracle": "oracle"}
 CSV_COLUMNS = ["method", "trainable_params", "loaded_params", "train_seconds", "score_seconds_per_prompt",
@@ -149,7 +152,8 @@ def load_stores(args) -> tuple[FeatureStore, FeatureStore, int]:
         raise ValueError(f"--n must be in [1, {test.num_candidates}] for this held-out store, got {args.n}")
     train = train.subset(first_per_family(train, args.train_prompts_per_family)).select_layers([layer])
     test = test.subset(first_per_family(test, args.test_prompts_per_family)).select_layers([layer])
-    return train, test, layer
+    # Every method scores exactly the candidates best-of-n picks from: the first n of each prompt.
+    return train, test.first_candidates(args.n), layer
 
 
 def scoring_prompts(test: FeatureStore, count: int) -> list[int]:
@@ -168,10 +172,12 @@ def rm_hyperparams(args) -> dict:
 
 def fit_method(method: str, train: FeatureStore, layer: int, args, log: Callable[[str], None]):
     """Train one method; returns (fitted model, train seconds, details)."""
-    if method in ("list_ranker", "point_ranker"):
+    if method in RANKERS:
         from ranker.pipeline import train_on_store
 
-        extra = {"logprob_fusion": False} if args.no_logprob_fusion else {}  # else the library default
+        # *_hidden: the paper's rankers (hidden states only); *_ranker: the library default (fused with mean log-prob)
+        hidden_only = args.no_logprob_fusion or method.endswith("_hidden")
+        extra = {"logprob_fusion": False} if hidden_only else {}
         start = time.perf_counter()
         ranker = train_on_store(train, layer, kind=method.split("_")[0], seed=args.seed, **extra)
         seconds = time.perf_counter() - start
@@ -204,7 +210,7 @@ def fit_method(method: str, train: FeatureStore, layer: int, args, log: Callable
 
 def parameter_counts(method: str, model) -> tuple[int, int]:
     """(trainable, loaded) parameters of a fitted method."""
-    if method in ("list_ranker", "point_ranker"):
+    if method in RANKERS:
         params = list(model.model_.parameters())
         return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
     return model.n_trainable_parameters_, model.n_parameters_
@@ -212,7 +218,7 @@ def parameter_counts(method: str, model) -> tuple[int, int]:
 
 def scoring_calls(method: str, model, test: FeatureStore, prompts: list[int], n: int) -> list[Callable[[], torch.Tensor]]:
     """One call per prompt that scores its first n candidates the way the method would at serving time."""
-    if method in ("list_ranker", "point_ranker"):
+    if method in RANKERS:
         instruction, responses = test.features()  # (P, H), (P, N, H): captured during generation
         mean_logprob = torch.tensor(test.column("mean_logprob"), dtype=torch.float32)  # (P, N): captured too
         # A ranker that fuses its scores with the mean log-prob (ranker.fusion) needs them at scoring time.
@@ -256,7 +262,7 @@ def run_method(args) -> None:
     model, train_seconds, details = fit_method(args.method, train, layer, args, log)
     log(f"trained in {train_seconds:.1f} s; scoring {len(test.problems)} held-out prompts x N={test.num_candidates}")
     start = time.perf_counter()
-    if args.method in ("list_ranker", "point_ranker"):
+    if args.method in RANKERS:
         from ranker.pipeline import score_store
 
         scores = score_store(model, test)
@@ -373,12 +379,17 @@ def run_benchmark(args, argv: list[str]) -> None:
                "accuracy": accuracy, "ratios": ratios_line(results),
                "methods": {m: {k: v for k, v in r.items() if k != "scores"} for m, r in results.items()}}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    # Accuracy vs N for every method on these same candidates: the reward models' lines of the scaling law.
+    curve = [{"n": n, "method": method, "seed": args.seed, "accuracy": value}
+             for n in [n for n in (1, 2, 4, 8, 16, 32) if n <= args.n]
+             for method, value in evaluate_selection(test, scores, n=n, draws=args.draws, seed=args.seed).items()]
+    pd.DataFrame(curve).to_csv(out.with_name(out.stem + "_scaling.csv"), index=False)
 
     extra = {label: forward for label, forward in METHODS.values()}
     shown = pd.DataFrame({
         "method": frame.method,
         "trainable params": frame.trainable_params.map(human_count),
-        "loaded params": [human_count(v) + (" *" if m in ("ListRanker", "PointRanker") else "") for m, v in zip(frame.method, frame.loaded_params)],
+        "loaded params": [human_count(v) + (" *" if m.startswith(("ListRanker", "PointRanker")) else "") for m, v in zip(frame.method, frame.loaded_params)],
         "extra forward pass": frame.method.map(lambda m: extra.get(m, "none")),
         "train time": frame.train_seconds.map(human_seconds),
         f"scoring time, 1 prompt x N={args.n}": frame.score_seconds_per_prompt.map(human_seconds),

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 METHOD_LABELS = {
     "oracle": "oracle (any correct)", "list_ranker": "ListRanker", "point_ranker": "PointRanker",
+    "rm_base": "RM (base, LoRA)", "rm_small": "RM (small, MiniLM)",
     "max_logprob": "max mean log-prob", "majority": "majority vote", "first": "first sample", "random": "random",
 }
 
@@ -87,10 +88,18 @@ FIGURES = {"scaling": scaling_figure, "layers": layer_figure, "blocks": blocks_f
 
 
 def load_figures(results_dir: str | Path) -> dict[str, go.Figure]:
-    """Every figure whose results file exists in `results_dir`."""
+    """Every figure whose results file exists in `results_dir`.
+
+    The scaling law also draws the reward models' lines from `ranker_vs_rm_scaling.csv`
+    (bench/ranker_vs_rm.py), when that file exists.
+    """
     results_dir = Path(results_dir)
-    return {name: build(pd.read_csv(results_dir / f"{name}.csv")) for name, build in FIGURES.items()
-            if (results_dir / f"{name}.csv").is_file()}
+    frames = {name: pd.read_csv(results_dir / f"{name}.csv") for name in FIGURES if (results_dir / f"{name}.csv").is_file()}
+    rm_curve = results_dir / "ranker_vs_rm_scaling.csv"
+    if "scaling" in frames and rm_curve.is_file():
+        rm_rows = pd.read_csv(rm_curve)
+        frames["scaling"] = pd.concat([frames["scaling"], rm_rows[rm_rows.method.isin(["rm_base", "rm_small"])]])
+    return {name: FIGURES[name](frame) for name, frame in frames.items()}
 
 
 def save_pngs(figures: dict[str, go.Figure], out_dir: str | Path, width: int = 800, height: int = 480) -> list[Path]:

@@ -108,6 +108,14 @@ class FeatureStore:
             info=dict(self.info),
         )
 
+    def first_candidates(self, k: int) -> "FeatureStore":
+        """The same problems with only their first k candidates (in sampling order, so still i.i.d.)."""
+        if not 1 <= k <= self.num_candidates:
+            raise ValueError(f"k must be in [1, {self.num_candidates}], got {k}")
+        candidates = self.candidates[self.candidates["candidate_index"] < k].reset_index(drop=True)
+        return FeatureStore(self.problems, candidates, self.instruction, self.responses[:, :k].contiguous(), self.layers,
+                            self.model, self.sampling, dict(self.info))
+
     def select_layers(self, layers: list[int]) -> "FeatureStore":
         """The same store with only some of its recorded layers (e.g. to ship a small fixture)."""
         slots = [self.layers.index(layer) if layer in self.layers else None for layer in layers]

@@ -55,3 +55,13 @@ def test_bad_inputs_are_named(tiny_base, tmp_path):
         build_store(tiny_base, [Problem("hi", "x", "none")], SamplingConfig(num_candidates=2, max_new_tokens=2))
     with pytest.raises(ValueError, match="not a feature store"):
         FeatureStore.load(tmp_path)
+
+
+def test_first_candidates_keeps_the_first_k_of_every_problem(store):
+    cut = store.first_candidates(2)
+    assert cut.num_candidates == 2 and len(cut.problems) == len(store.problems)
+    assert torch.equal(cut.responses, store.responses[:, :2])
+    assert torch.equal(cut.labels(), store.labels()[:, :2])
+    assert cut.column("text") == [texts[:2] for texts in store.column("text")]
+    with pytest.raises(ValueError, match="k must be"):
+        store.first_candidates(store.num_candidates + 1)
