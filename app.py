@@ -23,9 +23,9 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
-from labeling.registry import RankerRegistry
+from labeling.registry import RankerRegistry, check_profile
 from labeling.retrain import RetrainConfig, RetrainJob, learning_curve
-from labeling.store import LabelStore
+from labeling.store import DEFAULT_PROFILE, LabelStore
 from labeling.sync import start_hub_sync
 from ranker.base_model import BaseModel, install_embedded_model, load_base_model
 from ranker.estimator import LanguageRanker
@@ -100,7 +100,8 @@ class Server:
         self.shipped: dict[str, LanguageRanker] = {}
         self.labels = LabelStore(data_dir)
         self.registry = RankerRegistry(data_dir / "rankers")
-        self.job: RetrainJob | None = None
+        self.jobs: dict[str, RetrainJob] = {}  # profile -> its retrain job (created on first use)
+        self.job_setup: dict = {}
         self.shown: OrderedDict[str, tuple[list[int], bool]] = OrderedDict()  # request id -> (order shown, blind)
         self.bootstrap_state = ""  # progress of a running "bootstrap a ranker", or its outcome
         self.sync = start_hub_sync(self.labels)
@@ -132,8 +133,22 @@ class Server:
             if train_store is not None and train_store.model.revision != base.fingerprint.revision:
                 train_store = val_store = None  # task features of another model cannot train this one
             config = retrain or RetrainConfig(every_k_labels=int(os.environ.get("LANGUAGE_RANKER_RETRAIN_EVERY", 20)))
-            self.job = RetrainJob(self.labels, self.registry, config, base_train=train_store, val_store=val_store,
+            self.job_setup = dict(config=config, base_train=train_store, val_store=val_store,
                                   current=self.shipped.get("shipped ListRanker"))
+            self.jobs = {}
+
+    @property
+    def job(self) -> RetrainJob | None:
+        """The default profile's retrain job."""
+        return self.job_for(DEFAULT_PROFILE) if self.base is not None else None
+
+    def job_for(self, profile: str) -> RetrainJob:
+        """The retrain job of a profile (a user's or a task's own ranker line), created on first use."""
+        profile = check_profile(profile)
+        with self.lock:
+            if profile not in self.jobs:
+                self.jobs[profile] = RetrainJob(self.labels, self.registry, profile=profile, **self.job_setup)
+            return self.jobs[profile]
 
     def unranked_reason(self) -> str | None:
         """Why no shipped ranker fits the loaded model (None when one does)."""
@@ -142,21 +157,27 @@ class Server:
         return "; ".join(self.notes.values()) or "no ranker loaded"
 
     def ranker(self, choice: str | None) -> LanguageRanker | None:
-        """The ranker a picker value names: shipped, latest retrained (falls back to shipped), or "profile/version"."""
-        choice = choice or LATEST
+        """The ranker a picker value names: a shipped one, "latest retrained" (the default profile's
+        live version, else the shipped ListRanker), "profile:NAME" (that profile's live version,
+        else the default's) or "PROFILE/vNNNN" (one registered version)."""
+        choice = (choice or LATEST).strip()
         if choice in SHIPPED:
             return self.shipped.get(choice)
+        if choice == LATEST or choice.startswith("profile:"):
+            profiles = [choice.removeprefix("profile:"), DEFAULT_PROFILE] if choice != LATEST else [DEFAULT_PROFILE]
+            for profile in profiles:
+                version = self.registry.current(profile) if profile in self.registry.profiles() else None
+                if version:
+                    return self.registry.load(version, profile)
+            return self.shipped.get("shipped ListRanker")
         profile, _, version = choice.partition("/")
-        if choice == LATEST:
-            profile, version = "default", ""
-        version = version or self.registry.current(profile)
-        if version:
-            return self.registry.load(version, profile)
-        return self.shipped.get("shipped ListRanker")
+        if not version:
+            raise ValueError(f"unknown ranker {choice!r}; choose one of {self.choices()}")
+        return self.registry.load(version, profile)
 
     def choices(self) -> list[str]:
         versions = [f"{row['profile']}/{row['version']}" for row in self.registry.history() if row.get("status") == "promoted"]
-        profiles = [p for p in self.registry.profiles() if p != "default"]
+        profiles = [f"profile:{p}" for p in self.registry.profiles() if p != DEFAULT_PROFILE]
         return [LATEST, *SHIPPED, *profiles, *versions]
 
     def remember(self, request_id: str, order: list[int], blind: bool) -> None:
@@ -211,7 +232,7 @@ def _rank(prompt: str, config: SamplingConfig, ranker: LanguageRanker | None) ->
     return rank_prompt(get_base_model(), prompt, config, ranker, SERVER.rm)
 
 
-def _record(result: RankedCandidates, ranker_name: str, order: list[int], blind: bool) -> str:
+def _record(result: RankedCandidates, ranker_name: str, order: list[int], blind: bool, profile: str) -> str:
     base = get_base_model()
     request_id = SERVER.labels.record_request(
         result.prompt, result.texts, result.instruction, result.responses, layer=result.layer,
@@ -220,15 +241,19 @@ def _record(result: RankedCandidates, ranker_name: str, order: list[int], blind:
         probabilities=None if result.probabilities is None else result.probabilities.tolist(),
         rm_scores=None if result.rm_scores is None else result.rm_scores.tolist(),
         mean_logprobs=result.mean_logprob.tolist(), num_tokens=result.num_tokens,
-        finish_reasons=result.finish_reasons, sampling=result.sampling.to_dict(),
+        finish_reasons=result.finish_reasons, sampling=result.sampling.to_dict(), profile=profile,
     )
     SERVER.remember(request_id, order, blind)
     return request_id
 
 
-def _generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, blind: bool, progress):
+def _generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, profile, blind: bool, progress):
     if not isinstance(prompt, str) or not prompt.strip():
         raise gr.Error("Type a prompt first.")
+    try:
+        profile = check_profile((profile or DEFAULT_PROFILE).strip())
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
     config = sampling_config(n, temperature, top_p, max_new_tokens, seed)
     progress(0.05, desc="loading the base model")
     get_base_model()
@@ -242,7 +267,7 @@ def _generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice
     except ValueError as error:
         raise gr.Error(str(error)) from error
     order = random.sample(range(result.num_candidates), result.num_candidates) if blind else result.ranker_order()
-    request_id = _record(result, ranker_choice or LATEST, order, blind)
+    request_id = _record(result, ranker_choice or LATEST, order, blind, profile)
     rows = result.rows(order)
     if blind:  # scores stay hidden until the click
         rows = [{"position": i + 1, "candidate": r["candidate"], "text": r["text"]} for i, r in enumerate(rows)]
@@ -250,15 +275,18 @@ def _generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice
 
 
 def generate(prompt: str, n: int = 8, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 64,
-             seed: int = -1, ranker_choice: str = LATEST, progress=gr.Progress()):
-    """Sample N candidates and rank them. Returns (request id, ranked candidates as JSON, table HTML, timing line)."""
-    return _generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, False, progress)
+             seed: int = -1, ranker_choice: str = LATEST, profile: str = DEFAULT_PROFILE, progress=gr.Progress()):
+    """Sample N candidates and rank them. Returns (request id, ranked candidates as JSON, table HTML, timing line).
+
+    profile: the label line this request's labels count for (a user's or a task's own ranker).
+    """
+    return _generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, profile, False, progress)
 
 
 def generate_blind(prompt: str, n: int = 8, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 64,
-                   seed: int = -1, ranker_choice: str = LATEST, progress=gr.Progress()):
+                   seed: int = -1, ranker_choice: str = LATEST, profile: str = DEFAULT_PROFILE, progress=gr.Progress()):
     """As `generate`, but shuffled and with every score hidden until the label is given."""
-    return _generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, True, progress)
+    return _generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, profile, True, progress)
 
 
 def timing_line(result: RankedCandidates, ranker_choice: str, ranker) -> str:
@@ -316,8 +344,8 @@ def label(request_id: str, choice: str, annotator: str = "") -> str:
         label_id = SERVER.labels.add_label(request_id, choice, annotator, order_shown=order, blind=blind)
     except ValueError as error:
         raise gr.Error(str(error)) from error
-    if SERVER.job is not None:
-        SERVER.job.notify_labels()
+    if SERVER.base is not None:
+        SERVER.job_for(SERVER.labels.get_request(request_id).get("profile") or DEFAULT_PROFILE).notify_labels()
     return label_id
 
 
@@ -384,11 +412,18 @@ def count_line(annotator: str) -> str:
     return f"**{mine}** labels from you · {SERVER.labels.count()} in total"
 
 
-def retrain(profile: str = "default") -> str:
-    """Start a retrain now (background). Returns what happened."""
-    if SERVER.job is None:
+def _job(profile: str) -> RetrainJob:
+    if SERVER.base is None:
         raise gr.Error("the app has not loaded a base model yet")
-    started = SERVER.job.trigger("button")
+    try:
+        return SERVER.job_for((profile or DEFAULT_PROFILE).strip())
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+
+
+def retrain(profile: str = DEFAULT_PROFILE) -> str:
+    """Start a retrain of a profile now (background). Returns what happened."""
+    started = _job(profile).trigger("button")
     return "Retraining started in the background." if started else "A retrain is already running."
 
 
@@ -422,16 +457,16 @@ def bootstrap(prompts_per_family: int = 16) -> str:
     return f"Bootstrapping a ranker on {len(config.families) * config.prompts_per_family} task prompts in the background."
 
 
-def retrain_status() -> dict:
-    """State, label count, last metrics and the version history (polled by the UI)."""
-    if SERVER.job is None:
-        return {"state": "not started", "labels": SERVER.labels.count()}
-    return SERVER.job.status()
+def retrain_status(profile: str = DEFAULT_PROFILE) -> dict:
+    """State, label count, last metrics and the version history of a profile (polled by the UI)."""
+    if SERVER.base is None:
+        return {"state": "not started", "label_count": SERVER.labels.count()}
+    return _job(profile).status()
 
 
-def status_view():
+def status_view(profile: str = DEFAULT_PROFILE):
     """UI: the status as markdown plus the history table and the ranker picker choices."""
-    status = retrain_status()
+    status = retrain_status(profile)
     lines = [f"**state:** {status.get('state')} · **labels:** {status.get('labels', status.get('label_count', 0))}"]
     for key in ("labels_since_last_run", "last_reason", "last_error"):
         if status.get(key):
@@ -454,12 +489,10 @@ def _short(metrics) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, (int, float)))
 
 
-def rollback(profile: str = "default", version: str = "") -> str:
-    """Make an earlier promoted version current again (default: the previous one)."""
-    if SERVER.job is None:
-        raise gr.Error("the app has not loaded a base model yet")
+def rollback(profile: str = DEFAULT_PROFILE, version: str = "") -> str:
+    """Make an earlier promoted version of a profile current again (default: the previous one)."""
     try:
-        current = SERVER.job.rollback(to=version or None)
+        current = _job(profile).rollback(to=(version or "").strip() or None)
     except ValueError as error:
         raise gr.Error(str(error)) from error
     return f"{profile or 'default'} now uses {current}."
@@ -522,7 +555,8 @@ def sampling_inputs():
         max_new_tokens = gr.Slider(1, 512, value=64, step=1, label="max new tokens")
         seed = gr.Number(value=-1, precision=0, label="seed (-1 = random)")
         ranker_choice = gr.Dropdown([LATEST, *SHIPPED], value=LATEST, label="ranker", allow_custom_value=True)
-    return prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice
+        profile = gr.Textbox(value=DEFAULT_PROFILE, label="profile: labels train this ranker line (e.g. your name or a task)", max_lines=1)
+    return prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, profile
 
 
 def build_demo() -> gr.Blocks:
@@ -533,7 +567,7 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Generate & rank", id="generate"):
                 inputs = sampling_inputs()
-                prompt, ranker_choice = inputs[0], inputs[-1]
+                prompt, ranker_choice = inputs[0], inputs[-2]
                 prompt.elem_id = "prompt"
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
                 timing = gr.Markdown(elem_id="timing")
@@ -560,6 +594,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Retrain", id="retrain"):
                 status_md = gr.Markdown(elem_id="retrain-status")
                 with gr.Row():
+                    retrain_profile = gr.Textbox(value=DEFAULT_PROFILE, label="profile", max_lines=1)
                     retrain_button = gr.Button("Retrain now", variant="primary")
                     rollback_version = gr.Textbox(label="roll back to version (empty: previous)", max_lines=1)
                     rollback_button = gr.Button("Roll back")
@@ -567,12 +602,12 @@ def build_demo() -> gr.Blocks:
                 retrain_message = gr.Markdown()
                 history = gr.Dataframe(headers=["profile", "version", "status", "labels", "metrics", "reason"],
                                        interactive=False, wrap=True, label="versions")
-                retrain_button.click(retrain, None, retrain_message, api_name="retrain")
-                rollback_button.click(lambda v: rollback("default", v), rollback_version, retrain_message, api_name="rollback")
+                retrain_button.click(retrain, retrain_profile, retrain_message, api_name="retrain")
+                rollback_button.click(rollback, [retrain_profile, rollback_version], retrain_message, api_name="rollback")
                 bootstrap_button.click(lambda: bootstrap(), None, retrain_message, api_name="bootstrap")
                 gr.api(retrain_status, api_name="retrain_status")
                 timer = gr.Timer(2.0)
-                timer.tick(status_view, None, [status_md, history, ranker_choice, blind_inputs[-1]],
+                timer.tick(status_view, retrain_profile, [status_md, history, ranker_choice, blind_inputs[-2]],
                            api_name="status_view", api_visibility="private")
             with gr.Tab("Plots", id="plots"):
                 refresh = gr.Button("Refresh plots", elem_id="refresh-plots")

@@ -41,7 +41,7 @@ _VERSION_RE = re.compile(r"^v(\d{4,})$")
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def _check_profile(profile: str) -> str:
+def check_profile(profile: str) -> str:
     # Profiles become folder names: refuse anything that could escape `root` or clash with the index.
     if not isinstance(profile, str) or not _PROFILE_RE.match(profile) or profile == INDEX_NAME:
         raise ValueError(f"profile must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit; got {profile!r}")
@@ -119,7 +119,7 @@ class RankerRegistry:
         info: dict | None = None,
     ) -> str:
         """Save `ranker` as the profile's next version; it becomes current iff `promoted`. Returns e.g. "v0003"."""
-        _check_profile(profile)
+        check_profile(profile)
         if not isinstance(metrics, dict):
             raise ValueError(f"metrics must be a dict of metric name -> value, got {metrics!r}")
         with self._lock:

@@ -141,3 +141,18 @@ def test_a_model_with_no_shipped_ranker_is_told_why_and_offered_a_bootstrap(tiny
     assert server.shipped == {} and server.rm is None
     assert "trained on" in server.unranked_reason()  # the fingerprint mismatch, spelled out
     assert server.ranker("latest retrained") is None
+
+
+def test_profiles_keep_their_own_labels_and_ranker_line(client, app_server):
+    app, _ = app_server
+    request_id, rows, _, _ = client.predict(PROMPT, 2, 1.0, 1.0, 8, 1, "latest retrained", "alice", api_name="/generate")
+    client.predict(request_id, str(rows[0]["candidate"]), "alice", api_name="/label")
+    status = client.predict("alice", api_name="/retrain_status")
+    assert status["profile"] == "alice" and status["label_count"] == 1
+    assert client.predict("default", api_name="/retrain_status")["profile"] == "default"
+    with pytest.raises(gr.Error, match="profile"):
+        app.generate(PROMPT, 2, 1.0, 1.0, 8, 1, "latest retrained", "../etc")
+    # A profile with no version of its own ranks with the default line's ranker.
+    assert app.SERVER.ranker("profile:alice") is not None
+    with pytest.raises(ValueError, match="unknown ranker"):
+        app.SERVER.ranker("no-such-ranker")
