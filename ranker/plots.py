@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 METHOD_LABELS = {
     "oracle": "oracle (any correct)", "list_ranker": "ListRanker", "point_ranker": "PointRanker",
+    "list_ranker_hidden": "ListRanker, hidden states only", "point_ranker_hidden": "PointRanker, hidden states only",
     "rm_base": "RM (base, LoRA)", "rm_small": "RM (small, MiniLM)",
     "max_logprob": "max mean log-prob", "majority": "majority vote", "first": "first sample", "random": "random",
 }

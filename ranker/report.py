@@ -8,7 +8,8 @@ import pandas as pd
 
 from ranker.plots import METHOD_LABELS
 
-ORDER = ["oracle", "list_ranker", "point_ranker", "max_logprob", "majority", "first", "random"]
+ORDER = ["oracle", "list_ranker", "point_ranker", "list_ranker_hidden", "point_ranker_hidden", "max_logprob", "majority",
+         "first", "random"]
 
 
 def _percent(value: float) -> str:
@@ -54,20 +55,40 @@ def robustness_line(robustness: pd.DataFrame) -> str:
 
 
 def family_table(families: pd.DataFrame) -> str:
-    """Per family: the embedded model's per-sample accuracy and oracle@N, train and test pooled."""
-    n = int(families.n.iloc[0])
-    pooled = families.assign(correct=families.per_sample * families.prompts, solved=families.oracle * families.prompts)
-    pooled = pooled.groupby("family", sort=False)[["prompts", "correct", "solved"]].sum()
-    lines = [f"| family | prompts | per-sample accuracy | oracle@{n} |", "|---|---|---|---|"]
-    for family, row in pooled.iterrows():
-        lines.append(f"| {family} | {int(row.prompts)} | {_percent(row.correct / row.prompts)} | {_percent(row.solved / row.prompts)} |")
+    """Per family: the embedded model's per-sample accuracy (train and test pooled) and oracle@N per split."""
+    pooled = families.assign(correct=families.per_sample * families.prompts)
+    per_sample = pooled.groupby("family", sort=False)[["prompts", "correct"]].sum()
+    splits = list(dict.fromkeys(families.split))
+    n = {split: int(families[families.split == split].n.iloc[0]) for split in splits}
+    lines = ["| family | prompts | per-sample accuracy | " + " | ".join(f"oracle@{n[s]} ({s})" for s in splits) + " |",
+             "|---" * (3 + len(splits)) + "|"]
+    for family, row in per_sample.iterrows():
+        oracles = [_percent(families[(families.split == s) & (families.family == family)].oracle.iloc[0]) for s in splits]
+        lines.append(f"| {family} | {int(row.prompts)} | {_percent(row.correct / row.prompts)} | " + " | ".join(oracles) + " |")
+    return "\n".join(lines)
+
+
+def rm_table(bench: pd.DataFrame) -> str:
+    """bench/ranker_vs_rm.py's CSV in the shape of the paper's Tables 2 and 3."""
+    n = int(bench.n.iloc[0])
+    lines = [f"| method | trainable / loaded parameters | CPU training time | scoring time, 1 prompt x N={n} | "
+             f"peak RSS (increase) | best-of-{n} accuracy |", "|---|---|---|---|---|---|"]
+    for _, r in bench.iterrows():
+        if r.trainable_params == 0:
+            lines.append(f"| {r.method} | – | – | – | – | {_percent(r.accuracy)} |")
+            continue
+        seconds = f"{r.train_seconds:.1f} s" if r.train_seconds >= 1 else f"{1000 * r.train_seconds:.0f} ms"
+        scoring = f"{r.score_seconds_per_prompt:.2f} s" if r.score_seconds_per_prompt >= 1 else f"{1000 * r.score_seconds_per_prompt:.2f} ms"
+        lines.append(f"| {r.method} | {int(r.trainable_params):,} / {int(r.loaded_params):,} | {seconds} | {scoring} | "
+                     f"{r.peak_rss_mb:.0f} MB ({r.rss_increase_mb:.0f} MB) | {_percent(r.accuracy)} |")
     return "\n".join(lines)
 
 
 def report(results_dir: str | Path) -> str:
     results_dir = Path(results_dir)
     parts = []
-    for name, render in (("families", family_table), ("main", main_table), ("timing", timing_table), ("blocks", blocks_table), ("robustness", robustness_line)):
+    for name, render in (("families", family_table), ("main", main_table), ("timing", timing_table), ("blocks", blocks_table), ("robustness", robustness_line),
+                         ("ranker_vs_rm", rm_table)):
         path = results_dir / f"{name}.csv"
         if path.is_file():
             parts.append(f"<!-- {name}.csv -->\n" + render(pd.read_csv(path)))
