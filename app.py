@@ -56,6 +56,7 @@ SHIPPED_RM = ROOT / "assets" / "reward" / "rm-base"
 TASK_DATA = ROOT / "assets" / "task_data"
 RESULTS = ROOT / "assets" / "results"
 CHOICES = ("tie", "all_bad", "skip")
+GENERATION = {"concurrency_limit": 1, "concurrency_id": "generation"}  # every event that samples from the base model
 
 # Keys 1-9 pick the candidate shown at that position, S skips, Z undoes: on the visible tab only,
 # and never while the user types in a text box.
@@ -576,9 +577,9 @@ def build_demo() -> gr.Blocks:
                 with gr.Accordion("JSON", open=False):
                     request_id = gr.Textbox(label="request id", elem_id="request-id")
                     rows_json = gr.JSON(label="ranked candidates")
-                run.click(generate, list(inputs), [request_id, rows_json, table, timing], api_name="generate")
+                run.click(generate, list(inputs), [request_id, rows_json, table, timing], api_name="generate", **GENERATION)
                 prompt.submit(generate, list(inputs), [request_id, rows_json, table, timing],
-                              api_name="generate_on_submit", api_visibility="private")
+                              api_name="generate_on_submit", api_visibility="private", **GENERATION)
                 _wire_labels("rank", bar, request_id, annotator, table)
             with gr.Tab("Label (blind)", id="label"):
                 blind_inputs = sampling_inputs()
@@ -589,7 +590,7 @@ def build_demo() -> gr.Blocks:
                 blind_request = gr.Textbox(visible=False)
                 blind_json = gr.JSON(visible=False)
                 blind_run.click(generate_blind, list(blind_inputs), [blind_request, blind_json, blind_table, blind_timing],
-                                api_name="generate_blind")
+                                api_name="generate_blind", **GENERATION)
                 _wire_labels("blind", blind_bar, blind_request, annotator, blind_table)
             with gr.Tab("Retrain", id="retrain"):
                 status_md = gr.Markdown(elem_id="retrain-status")
@@ -618,8 +619,9 @@ def build_demo() -> gr.Blocks:
         gr.api(label, api_name="label")
         demo.load(identify, None, annotator, api_name="identify", api_visibility="private")
         demo.load(plots, None, figures, api_name="plots_on_load", api_visibility="private")
-    # One generation at a time on a small CPU; others wait in a bounded queue instead of starving it.
-    demo.queue(default_concurrency_limit=1, max_size=32)
+    # Generations share one slot (GENERATION): one at a time on a small CPU, the rest wait in a
+    # bounded queue. Labels, status polls and plots are quick and must not wait behind a generation.
+    demo.queue(default_concurrency_limit=8, max_size=64)
     return demo
 
 
