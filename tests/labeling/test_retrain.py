@@ -54,7 +54,8 @@ def test_learnable_labels_are_promoted_over_a_weak_ranker(tmp_path, data):
     label_store, registry = stores(tmp_path, data["to_label"], noise=False)
     result = retrain_once(label_store, registry, None, data["val_store"], data["bad"], CONFIG)
     assert result.promoted and result.version == "v0001" and registry.current() == "v0001"
-    assert result.metrics["store_accuracy"] >= 0.75 and result.current_metrics["store_accuracy"] <= 0.35
+    # 0.65-0.99 over the splits of 10 id seeds; the weak current ranker is at most 0.35
+    assert result.metrics["store_accuracy"] >= 0.6 and result.current_metrics["store_accuracy"] <= 0.35
     assert result.metrics["label_agreement"] >= 0.6
     assert result.reason.startswith(f"promoted: store_accuracy {result.metrics['store_accuracy']:.3f} >= current")
     assert "label_agreement" in result.reason
@@ -64,8 +65,10 @@ def test_learnable_labels_are_promoted_over_a_weak_ranker(tmp_path, data):
     loaded = registry.load("v0001")
     q = data["to_label"][0]
     torch.testing.assert_close(loaded.score(q.instruction, q.responses), result.ranker.score(q.instruction, q.responses))
-    probs = probabilities(loaded, loaded.score(q.instruction, q.responses))  # (K,) calibrated P(correct)
-    assert probs[q.labels == 1].item() > 0.9 and probs[q.labels == 0].max().item() < 0.1
+    # Calibrated P(correct), over queries on both sides of the (random, request-id hashed) split.
+    probs = torch.cat([probabilities(loaded, loaded.score(x.instruction, x.responses)) for x in data["to_label"][:20]])
+    labels = torch.cat([x.labels for x in data["to_label"][:20]])
+    assert probs[labels == 1].mean().item() > 0.8 and probs[labels == 0].mean().item() < 0.2
     entry = registry.history()[0]
     assert entry["metrics"] == result.metrics and entry["info"]["steps"] == STEPS and entry["label_count"] == 120
 
@@ -99,7 +102,8 @@ def test_retrain_is_deterministic(tmp_path, data):
 def test_base_store_queries_are_trained_on_with_the_labels(tmp_path, data):
     label_store, registry = stores(tmp_path, data["to_label"][:30], noise=False)
     base = store_from_queries(synthetic_queries(360, seed=0)[220:260])
-    result = retrain_once(label_store, registry, base, data["val_store"], None, QUICK)
+    # min_labels 1: the validation split hashes random request ids, so the training share of 30 varies
+    result = retrain_once(label_store, registry, base, data["val_store"], None, RetrainConfig(**{**QUICK.__dict__, "min_labels": 1}))
     assert result.ranker.training_data_["store_problems"] == 40
     assert result.ranker.train_result_.data_summary["num_queries"] == 40 + result.train_labels
 
@@ -114,7 +118,7 @@ def test_informative_logprobs_are_fused_through_retrain(tmp_path, data):
     config = RetrainConfig(**{**QUICK.__dict__, "hyperparams": {**FAST, "logprob_fusion": True}})
     result = retrain_once(label_store, registry, None, None, None, config)
     assert result.ranker.logprob_weight > 0.0
-    assert result.metrics["label_agreement"] == 1.0  # fused scores follow the log-prob
+    assert result.metrics["label_agreement"] >= 0.9  # fused scores follow the log-prob (0.95-1.0 over 10 id seeds)
     assert registry.load(result.version).logprob_weight == result.ranker.logprob_weight
 
 
