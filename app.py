@@ -517,7 +517,7 @@ def identify(request: gr.Request) -> str:
 # --- UI ----------------------------------------------------------------------------------------
 
 
-def label_bar(prefix: str, request_id, annotator):
+def label_bar(prefix: str):
     """Pick buttons 1-9 (and any position), tie, all bad, skip, undo; wired to the label handlers."""
     with gr.Row():
         picks = [gr.Button(str(k), elem_id=f"{prefix}-pick-{k}", min_width=40, size="sm") for k in range(1, SHORTCUT_PICKS + 1)]
@@ -573,7 +573,7 @@ def build_demo() -> gr.Blocks:
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
                 timing = gr.Markdown(elem_id="timing")
                 table = gr.HTML(elem_id="candidates")
-                bar = label_bar("rank", None, annotator)
+                bar = label_bar("rank")
                 with gr.Accordion("JSON", open=False):
                     request_id = gr.Textbox(label="request id", elem_id="request-id")
                     rows_json = gr.JSON(label="ranked candidates")
@@ -586,7 +586,7 @@ def build_demo() -> gr.Blocks:
                 blind_run = gr.Button("Generate (blind)", variant="primary", elem_id="generate-blind")
                 blind_timing = gr.Markdown()
                 blind_table = gr.HTML(elem_id="blind-candidates")
-                blind_bar = label_bar("blind", None, annotator)
+                blind_bar = label_bar("blind")
                 blind_request = gr.Textbox(visible=False)
                 blind_json = gr.JSON(visible=False)
                 blind_run.click(generate_blind, list(blind_inputs), [blind_request, blind_json, blind_table, blind_timing],
