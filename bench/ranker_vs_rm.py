@@ -122,19 +122,6 @@ def reset_peak_rss() -> bool:
 # --- data ---------------------------------------------------------------------------------------
 
 
-def first_per_family(store: FeatureStore, k: int | None) -> list[int]:
-    """Indices of the first k problems of every family, in store order (all problems when k is None)."""
-    if k is None:
-        return list(range(len(store.problems)))
-    seen: dict[str, int] = {}
-    chosen = []
-    for index, family in enumerate(store.families):
-        if seen.get(family, 0) < k:
-            seen[family] = seen.get(family, 0) + 1
-            chosen.append(index)
-    return chosen
-
-
 def load_stores(args) -> tuple[FeatureStore, FeatureStore, int]:
     """(train, test, layer): both stores cut to the requested prompts and reduced to the ranker's layer."""
     folder = Path(args.store)
@@ -150,8 +137,8 @@ def load_stores(args) -> tuple[FeatureStore, FeatureStore, int]:
             raise ValueError(f"layer {layer} (fraction {args.layer}) is not in the {name} store; it has layers {list(store.layers)}")
     if not 1 <= args.n <= test.num_candidates:
         raise ValueError(f"--n must be in [1, {test.num_candidates}] for this held-out store, got {args.n}")
-    train = train.subset(first_per_family(train, args.train_prompts_per_family)).select_layers([layer])
-    test = test.subset(first_per_family(test, args.test_prompts_per_family)).select_layers([layer])
+    train = train.first_per_family(args.train_prompts_per_family).select_layers([layer])
+    test = test.first_per_family(args.test_prompts_per_family).select_layers([layer])
     # Every method scores exactly the candidates best-of-n picks from: the first n of each prompt.
     return train, test.first_candidates(args.n), layer
 

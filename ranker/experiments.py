@@ -170,16 +170,6 @@ def ship_default_rankers(train: FeatureStore, test: FeatureStore, layer: int, ou
     return rows
 
 
-def _first_per_family(store: FeatureStore, per_family: int) -> FeatureStore:
-    counts: dict[str, int] = {}
-    index = []
-    for i, family in enumerate(store.families):
-        if counts.get(family, 0) < per_family:
-            counts[family] = counts.get(family, 0) + 1
-            index.append(i)
-    return store.subset(index)
-
-
 def export_task_data(train: FeatureStore, test: FeatureStore, layer: int, out_dir, train_per_family: int = 40,
                      val_per_family: int = 20) -> None:
     """Ship a slice of the task suite's features (one layer) for the app's retrain job.
@@ -190,5 +180,5 @@ def export_task_data(train: FeatureStore, test: FeatureStore, layer: int, out_di
     from pathlib import Path
 
     out_dir = Path(out_dir)
-    _first_per_family(train, train_per_family).select_layers([layer]).save(out_dir / "train")
-    _first_per_family(test, val_per_family).select_layers([layer]).save(out_dir / "val")
+    train.first_per_family(train_per_family).select_layers([layer]).save(out_dir / "train")
+    test.first_per_family(val_per_family).select_layers([layer]).save(out_dir / "val")

@@ -108,6 +108,20 @@ class FeatureStore:
             info=dict(self.info),
         )
 
+    def first_per_family(self, k: int | None) -> "FeatureStore":
+        """The first k problems of every family, in store order (the whole store when k is None)."""
+        if k is None:
+            return self
+        if k < 1:
+            raise ValueError(f"k must be at least 1 (or None for all problems), got {k}")
+        seen: dict[str, int] = {}
+        chosen = []
+        for index, family in enumerate(self.families):
+            if seen.get(family, 0) < k:
+                seen[family] = seen.get(family, 0) + 1
+                chosen.append(index)
+        return self.subset(chosen)
+
     def first_candidates(self, k: int) -> "FeatureStore":
         """The same problems with only their first k candidates (in sampling order, so still i.i.d.)."""
         if not 1 <= k <= self.num_candidates:

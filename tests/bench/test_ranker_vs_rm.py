@@ -17,19 +17,6 @@ from ranker.store import FeatureStore
 FIXTURE = Path(__file__).resolve().parents[1] / "assets" / "frozen_suite"  # 150 train / 100 test prompts, 5 families, layer 18
 
 
-def test_first_per_family_takes_the_first_k_prompts_of_every_family():
-    store = FeatureStore.load(FIXTURE / "train")
-    chosen = bench.first_per_family(store, 3)
-    families = sorted(set(store.families))
-    assert len(chosen) == 3 * len(families)
-    assert chosen == sorted(chosen)  # store order kept
-    for family in families:
-        first = [i for i, f in enumerate(store.families) if f == family][:3]
-        assert [i for i in chosen if store.families[i] == family] == first
-    assert bench.first_per_family(store, 1000) == list(range(len(store.problems)))
-    assert bench.first_per_family(store, None) == list(range(len(store.problems)))
-
-
 def test_ranker_child_reports_its_costs_and_the_scores_of_the_ranker_it_trained(tmp_path):
     result_file = tmp_path / "list_ranker.json"
     args = bench.parse_args(["--store", str(FIXTURE), "--train-prompts-per-family", "4", "--test-prompts-per-family", "2",

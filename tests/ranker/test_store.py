@@ -65,3 +65,21 @@ def test_first_candidates_keeps_the_first_k_of_every_problem(store):
     assert cut.column("text") == [texts[:2] for texts in store.column("text")]
     with pytest.raises(ValueError, match="k must be"):
         store.first_candidates(store.num_candidates + 1)
+
+
+def test_first_per_family_keeps_the_first_k_prompts_of_every_family_in_order():
+    from pathlib import Path
+
+    store = FeatureStore.load(Path(__file__).resolve().parents[1] / "assets" / "frozen_suite" / "train")
+    cut = store.first_per_family(3)
+    families = sorted(set(store.families))
+    assert len(cut.problems) == 3 * len(families)
+    for family in families:
+        first = [p.prompt for p in store.problems if p.family == family][:3]
+        assert [p.prompt for p in cut.problems if p.family == family] == first
+    order = [p.prompt for p in store.problems]
+    assert [order.index(p.prompt) for p in cut.problems] == sorted(order.index(p.prompt) for p in cut.problems)
+    assert len(store.first_per_family(1000).problems) == len(store.problems)
+    assert store.first_per_family(None) is store
+    with pytest.raises(ValueError, match="k must be"):
+        store.first_per_family(0)
