@@ -63,8 +63,13 @@ class FeatureStore:
         return torch.tensor(self.candidates["correct"].to_numpy(dtype="float32")).view(len(self.problems), -1)
 
     def column(self, name: str) -> list[list]:
-        """A candidates column as P lists of N values."""
-        values = self.candidates[name].tolist()
+        """A candidates column as P lists of N values; missing values (NaN after a parquet round trip) are None.
+
+        Missing must be None, not NaN: pandas hands back one shared NaN object for every missing
+        vote key, and a Counter would count those as one answer that they all voted for.
+        """
+        series = self.candidates[name]
+        values = series.astype(object).where(series.notna(), None).tolist()
         n = self.num_candidates
         return [values[i * n : (i + 1) * n] for i in range(len(self.problems))]
 

@@ -60,3 +60,11 @@ def test_subsets_are_distinct_and_n_one_gives_per_sample_accuracy():
     assert result["oracle"] == pytest.approx(result["per_sample"]) and result["first"] == pytest.approx(0.25, abs=0.05)
     with pytest.raises(ValueError, match="n must be in"):
         evaluate_selection(store, n=5)
+
+
+def test_candidates_without_an_answer_do_not_vote_together_after_a_round_trip(tmp_path):
+    """Parquet gives back missing vote keys as one shared NaN object; they must read as None."""
+    store = make_store(labels=[[0, 0, 1, 0]], vote_keys=[[None, None, "7", None]], mean_logprobs=[[0, 0, 0, 0]])
+    loaded = FeatureStore.load(store.save(tmp_path / "store"))
+    assert loaded.column("vote_key") == [[None, None, "7", None]]
+    assert evaluate_selection(loaded)["majority"] == 1.0  # "7" is the only answer; three non-answers are not a majority
