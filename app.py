@@ -297,8 +297,10 @@ def timing_line(result: RankedCandidates, ranker_choice: str, ranker) -> str:
                  else "no ranker fits this base model: bootstrap one in the Retrain tab")
     parts.append(f"RM {1000 * t['rm_s']:.0f} ms" if "rm_s" in t else SERVER.rm_note)
     who = ranker_choice or LATEST
-    if ranker is not None and ranker.logprob_weight:
-        who += " (hidden states + mean log-prob)"
+    if ranker is not None and ranker.fused:
+        fused = [{"mean_logprob": "mean log-prob", "vote_share": "vote share"}[name]
+                 for name in ranker.fusion_weights if name != "ranker"]
+        who += f" (hidden states + {' + '.join(fused)})"
     return f"**{result.num_candidates} candidates** · " + " · ".join(parts) + f" · ranked by {who}"
 
 

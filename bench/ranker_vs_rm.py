@@ -17,12 +17,13 @@ Per method it reports:
 - train_seconds: wall time of the library's fit with its defaults (fixed epochs, the paper's
   "1 epoch" for the RMs; the rankers' default 10 epochs). Ranker: `train_on_store` (feature
   gathering, training loop, with the library's default score fusion the cross-fitted rankers that
-  choose the fusion weight, Platt calibration). RM: `fit` (building the network, for RM (small)
+  choose the fusion weights, Platt calibration). RM: `fit` (building the network, for RM (small)
   loading the encoder from disk, and the training loop); loading the base LLM for RM (base) is
   not counted here (it is the generator, already loaded), but is counted in its memory;
 - score_seconds_per_prompt: what the method adds on top of generation to score N candidates of
-  one prompt. Ranker: `ranker.score(instruction, responses[, mean_logprob])` on features (and,
-  for a fused ranker, mean log-probs) already captured during generation: projection + scoring. RM: `rm.score(prompt, candidate_texts)`, its tokenisation and its own
+  one prompt. Ranker: `ranker.score(instruction, responses[, mean_logprob, vote_keys])` on features
+  (and, for a fused ranker, mean log-probs) already captured during generation, plus extracting the
+  answer keys from the texts for a fused ranker: projection + scoring. RM: `rm.score(prompt, candidate_texts)`, its tokenisation and its own
   forward passes over the N (prompt, candidate) texts. After one untimed warm-up per prompt, the
   median over --scoring-repeats repeats x --scoring-prompts held-out prompts (spread over the store);
 - peak memory: every method runs in a fresh subprocess (this script with --method). After the
@@ -77,6 +78,9 @@ from ranker.evaluation import evaluate_selection  # noqa: E402
 from ranker.features import resolve_layer  # noqa: E402
 from ranker.reward.config import RewardModelConfig, RewardTrainConfig  # noqa: E402
 from ranker.store import FeatureStore  # noqa: E402
+from ranker.tasks.voting import key_for  # noqa: E402
+
+SCALING_NS = (1, 2, 4, 8, 16, 32)  # the scaling law's N
 
 # Trained methods: internal name -> (label, the extra forward pass it needs per candidate).
 METHODS = {
@@ -162,16 +166,17 @@ def fit_method(method: str, train: FeatureStore, layer: int, args, log: Callable
     if method in RANKERS:
         from ranker.pipeline import train_on_store
 
-        # *_hidden: the paper's rankers (hidden states only); *_ranker: the library default (fused with mean log-prob)
-        hidden_only = args.no_logprob_fusion or method.endswith("_hidden")
-        extra = {"logprob_fusion": False} if hidden_only else {}
+        # *_hidden: the paper's rankers (hidden states only); *_ranker: the library default (fused with the
+        # mean log-prob and the vote share)
+        hidden_only = args.no_fusion or method.endswith("_hidden")
+        extra = {"fusion": False} if hidden_only else {}
         start = time.perf_counter()
         ranker = train_on_store(train, layer, kind=method.split("_")[0], seed=args.seed, **extra)
         seconds = time.perf_counter() - start
         result = ranker.train_result_
         return ranker, seconds, {"train_loop_seconds": result.wall_time_s, "steps": result.num_steps,
                                  "first_loss": result.losses[0], "final_loss": result.losses[-1],
-                                 "logprob_weight": float(getattr(ranker, "logprob_weight", 0.0))}
+                                 "fusion_weights": ranker.fusion_weights}
     from ranker.reward.estimator import BaseRewardModel, SmallRewardModel
 
     details = {}
@@ -208,9 +213,11 @@ def scoring_calls(method: str, model, test: FeatureStore, prompts: list[int], n:
     if method in RANKERS:
         instruction, responses = test.features()  # (P, H), (P, N, H): captured during generation
         mean_logprob = torch.tensor(test.column("mean_logprob"), dtype=torch.float32)  # (P, N): captured too
-        # A ranker that fuses its scores with the mean log-prob (ranker.fusion) needs them at scoring time.
-        fused = bool(getattr(model, "logprob_weight", 0.0))
-        return [lambda p=p: model.score(instruction[p], responses[p, :n], *([mean_logprob[p, :n]] if fused else []))
+        texts = test.column("text")
+        # A fused ranker (ranker.fusion) also needs the answer keys: extracting them from the texts is timed.
+        fused = model.fused
+        return [lambda p=p: model.score(instruction[p], responses[p, :n], mean_logprob[p, :n] if fused else None,
+                                        [key_for(test.problems[p].checker, t or "") for t in texts[p][:n]] if fused else None)
                 for p in prompts]
     texts = test.column("text")
     calls = []
@@ -250,9 +257,13 @@ def run_method(args) -> None:
     log(f"trained in {train_seconds:.1f} s; scoring {len(test.problems)} held-out prompts x N={test.num_candidates}")
     start = time.perf_counter()
     if args.method in RANKERS:
-        from ranker.pipeline import score_store
+        from ranker.pipeline import score_store, subset_scorer
 
         scores = score_store(model, test)
+        # A ranker's scores depend on the candidate set (ListRanker, vote share): each drawn subset is
+        # scored on its own, so its accuracy is computed here, on the same subsets as in the parent.
+        details["accuracy_by_n"] = {n: evaluate_selection(test, {"ranker": subset_scorer(model, test)}, n=n, draws=args.draws,
+                                                          seed=args.seed)["ranker"] for n in SCALING_NS if n <= args.n}
     else:
         scores = model.score_store(test)
     details["score_store_seconds"] = time.perf_counter() - start
@@ -349,8 +360,11 @@ def run_benchmark(args, argv: list[str]) -> None:
             started = time.perf_counter()
             results[method] = run_child(argv, method, Path(scratch))
             print(f"{METHODS[method][0]}: done in {time.perf_counter() - started:.0f} s", flush=True)
-    scores = {method: torch.tensor(result["scores"]) for method, result in results.items()}
+    scores = {method: torch.tensor(result["scores"]) for method, result in results.items() if "accuracy_by_n" not in result}
     accuracy = evaluate_selection(test, scores, n=args.n, draws=args.draws, seed=args.seed)
+    for method, result in results.items():
+        if "accuracy_by_n" in result:  # rankers: scored subset by subset in their own process
+            accuracy[method] = result["accuracy_by_n"][str(args.n)]
 
     rows = []
     for method, result in results.items():
@@ -368,8 +382,10 @@ def run_benchmark(args, argv: list[str]) -> None:
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     # Accuracy vs N for every method on these same candidates: the reward models' lines of the scaling law.
     curve = [{"n": n, "method": method, "seed": args.seed, "accuracy": value}
-             for n in [n for n in (1, 2, 4, 8, 16, 32) if n <= args.n]
+             for n in [n for n in SCALING_NS if n <= args.n]
              for method, value in evaluate_selection(test, scores, n=n, draws=args.draws, seed=args.seed).items()]
+    curve += [{"n": int(n), "method": method, "seed": args.seed, "accuracy": value}
+              for method, result in results.items() for n, value in result.get("accuracy_by_n", {}).items()]
     pd.DataFrame(curve).to_csv(out.with_name(out.stem + "_scaling.csv"), index=False)
 
     extra = {label: forward for label, forward in METHODS.values()}
@@ -389,9 +405,9 @@ def run_benchmark(args, argv: list[str]) -> None:
     print("\n* plus the base model, which is loaded anyway to generate the candidates; the rankers need no forward pass of it.")
     print(f"peak RSS: a fresh process per method, while it trains and scores; RSS increase: that peak minus the RSS "
           f"after loading the stores (RM (base) includes loading the base LLM). An idle interpreter with torch: {idle['rss_mb']:.0f} MB.")
-    weights = {METHODS[m][0]: round(r["logprob_weight"], 3) for m, r in results.items() if "logprob_weight" in r}
-    print(f"rankers: {'hidden states only (--no-logprob-fusion)' if args.no_logprob_fusion else 'library default'}; "
-          f"mean log-prob fusion weight {weights} (0 = hidden states only)")
+    weights = {METHODS[m][0]: {k: round(v, 3) for k, v in r["fusion_weights"].items()} for m, r in results.items() if "fusion_weights" in r}
+    print(f"rankers: {'hidden states only (--no-fusion)' if args.no_fusion else 'library default'}; "
+          f"fusion weights {weights} ({{'ranker': 1.0}} = hidden states only)")
     print(f"train: {len(train.problems)} prompts x N={train.num_candidates}; held-out: {len(test.problems)} prompts; "
           f"scoring time: median of {args.scoring_repeats} repeats x {len(scoring_prompts(test, args.scoring_prompts))} prompts")
     print(f"machine: {machine_text}; {machine['platform']}; torch {machine['torch']}; load average at start {machine['load_average']}")
@@ -416,9 +432,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--train-prompts-per-family", type=positive, help="use only the first K training prompts of every family")
     parser.add_argument("--test-prompts-per-family", type=positive, help="use only the first K held-out prompts of every family")
     parser.add_argument("--skip-rm-base", action="store_true", help="leave out RM (base), the slow one")
-    parser.add_argument("--no-logprob-fusion", action="store_true",
+    parser.add_argument("--no-fusion", action="store_true",
                         help="train the paper's hidden-state-only rankers (default: the library's default, which fuses "
-                        "the scores with the mean log-prob and cross-fits the weight; see ranker.fusion)")
+                        "the scores with the mean log-prob and the vote share and cross-fits the weights; see ranker.fusion)")
     parser.add_argument("--rm-epochs", type=positive, help=f"RM epochs (default {defaults.epochs})")
     parser.add_argument("--rm-batch-size", type=positive, help=f"RM examples per step (default {defaults.batch_size})")
     parser.add_argument("--rm-max-length", type=positive, help=f"RM tokens of prompt + candidate (default {RewardModelConfig().max_length})")

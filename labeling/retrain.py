@@ -46,7 +46,7 @@ from ranker.data import RankingQuery, preference_to_query, preferences_to_querie
 from ranker.estimator import TRAIN_PARAMS, LanguageRanker
 from ranker.evaluation import evaluate_selection
 from ranker.fingerprint import FeatureFingerprint, ModelFingerprint
-from ranker.pipeline import fit_platt, score_store, store_queries
+from ranker.pipeline import fit_platt, store_queries, subset_scorer
 from ranker.store import FeatureStore
 from ranker.training import TrainConfig
 
@@ -127,7 +127,7 @@ def validation_metrics(ranker: LanguageRanker, val_store: FeatureStore | None,
     """{"store_accuracy", "label_agreement"}, each present only when its data is."""
     metrics = {}
     if val_store is not None:
-        metrics["store_accuracy"] = evaluate_selection(val_store, {"ranker": score_store(ranker, val_store)})["ranker"]
+        metrics["store_accuracy"] = evaluate_selection(val_store, {"ranker": subset_scorer(ranker, val_store)})["ranker"]
     agreement = label_agreement(ranker, held_out)
     if agreement is not None:
         metrics["label_agreement"] = agreement

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ranker.data import ALL_BAD, TIE, Preference
+from ranker.tasks.voting import response_keys
 
 SCHEMA_VERSION = 1
 DB_NAME = "labels.sqlite"
@@ -109,7 +110,8 @@ _REQUEST_COLUMNS = ("request_id", "created", "prompt", "num_candidates", "hidden
 class LabeledPreference(Preference):
     """A `ranker.data.Preference` plus where it came from.
 
-    As in `Preference`, `responses` (K, H) and `mean_logprob` (K,) are in display order and `choice`
+    As in `Preference`, `responses` (K, H), `mean_logprob` (K,) and `vote_keys` (K answer keys under
+    the free-form rule of `ranker.tasks.voting`, as the app scored them) are in display order and `choice`
     is a display position (or "tie"/"all_bad"); `order_shown[p]` is the candidate index shown at
     position p.
     """
@@ -546,6 +548,7 @@ class LabelStore:
                 choice=choice,
                 query_id=row["label_id"],
                 mean_logprob=torch.tensor(row["mean_logprobs"], dtype=torch.float32)[order],
+                vote_keys=response_keys([row["candidates"][i] for i in order]),
                 label_id=row["label_id"],
                 request_id=row["request_id"],
                 annotator=row["annotator"],

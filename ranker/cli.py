@@ -132,9 +132,14 @@ def add_build(sub) -> None:
 # --- train ------------------------------------------------------------------------------------
 
 
+def fusion_text(weights: dict[str, float]) -> str:
+    """E.g. "1.2 x ranker + 0.8 x mean_logprob + 3.1 x vote_share"."""
+    return " + ".join(f"{value:.3g} x {name}" for name, value in weights.items())
+
+
 def cmd_train(args) -> None:
     from ranker.evaluation import evaluate_selection
-    from ranker.pipeline import correctness_metrics, score_store, train_on_store
+    from ranker.pipeline import correctness_metrics, score_store, subset_scorer, train_on_store
     from ranker.store import FeatureStore
 
     store = FeatureStore.load(args.store)
@@ -143,16 +148,16 @@ def cmd_train(args) -> None:
     hyperparams = {k: v for k, v in dict(
         num_blocks=args.blocks, projection_dim=args.projection_dim, use_instruction=not args.no_instruction,
         epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size, seed=args.seed,
-        logprob_fusion=False if args.no_fusion else None,
+        fusion=False if args.no_fusion else None,
     ).items() if v is not None}
     ranker = train_on_store(store, layer, kind=args.kind, val_store=val_store, **hyperparams)
     params = sum(p.numel() for p in ranker.model_.parameters())
     message = (f"trained {args.kind} ranker: {params:,} parameters, layer {layer}, "
                f"{len(store.problems)} prompts x N={store.num_candidates}, {ranker.fit_seconds_:.1f} s on CPU"
-               + (f", fused with mean log-prob (w={ranker.logprob_weight:.3g})" if ranker.logprob_weight else ""))
+               + (f", fused: {fusion_text(ranker.fusion_weights)}" if ranker.fused else ""))
     if val_store is not None:
         scores = score_store(ranker, val_store)
-        accuracy = evaluate_selection(val_store, {"ranker": scores})
+        accuracy = evaluate_selection(val_store, {"ranker": subset_scorer(ranker, val_store)})
         quality = correctness_metrics(ranker, scores, val_store.labels())
         ranker.metrics_.update(val_accuracy=accuracy, val_auroc=quality["auroc"], val_ece=quality["ece"])
         message += (f"; held-out best-of-{val_store.num_candidates} {accuracy['ranker']:.1%} (first sample "
@@ -174,7 +179,8 @@ def add_train(sub) -> None:
     parser.add_argument("--projection-dim", type=int, help="projection width (default 64)")
     parser.add_argument("--no-instruction", action="store_true", help="ablation: ignore the instruction feature")
     parser.add_argument("--no-fusion", action="store_true",
-                        help="hidden states only: do not fuse scores with the candidates' mean log-prob (the paper's ranker)")
+                        help="hidden states only: do not fuse scores with the candidates' mean log-prob and vote share "
+                        "(the paper's ranker)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--optimizer", choices=["adamw", "sgd"])

@@ -52,15 +52,17 @@ class RankingQuery:
     labels: Tensor  # (K,)
     query_id: str = ""
     mean_logprob: Tensor | None = None  # (K,) mean token log-prob per candidate, for score fusion (ranker.fusion)
+    vote_keys: list | None = None  # K answer keys (ranker.tasks.voting, None = no answer), for score fusion
 
 
 def queries_from_tensors(
     instructions: Tensor, responses: Tensor, labels: Tensor, query_ids: Sequence[str] | None = None,
-    mean_logprobs: Tensor | None = None,
+    mean_logprobs: Tensor | None = None, vote_keys: Sequence[Sequence] | None = None,
 ) -> list[RankingQuery]:
     """Split stacked features into queries: instructions (P, H), responses (P, N, H), labels (P, N).
 
     mean_logprobs: optional (P, N) mean token log-probs, kept on each query for score fusion.
+    vote_keys: optional P lists of N answer keys (None where a candidate has no answer), likewise.
 
     E.g. from a feature store: `queries_from_tensors(*store.features(layer), store.labels())`.
     The queries hold views of the given tensors (no copy).
@@ -78,10 +80,13 @@ def queries_from_tensors(
         raise ValueError(f"{len(query_ids)} query_ids for {P} queries")
     if mean_logprobs is not None and tuple(mean_logprobs.shape) != tuple(responses.shape[:2]):
         raise ValueError(f"mean_logprobs must be (P, N) = {tuple(responses.shape[:2])}, got {tuple(mean_logprobs.shape)}")
+    if vote_keys is not None and (len(vote_keys) != P or any(len(row) != responses.shape[1] for row in vote_keys)):
+        raise ValueError(f"vote_keys must be {P} lists of {responses.shape[1]} keys")
     ids = [str(i) for i in query_ids] if query_ids is not None else [str(i) for i in range(P)]
     return [
         RankingQuery(instructions[p], responses[p], labels[p].float(), ids[p],
-                     None if mean_logprobs is None else mean_logprobs[p].float())
+                     None if mean_logprobs is None else mean_logprobs[p].float(),
+                     None if vote_keys is None else list(vote_keys[p]))
         for p in range(P)
     ]
 
@@ -262,6 +267,7 @@ class Preference:
     choice: int | str  # index of the picked candidate, or "tie", or "all_bad"
     query_id: str = ""
     mean_logprob: Tensor | None = None  # (K,) mean token log-prob of each shown candidate, if known
+    vote_keys: list | None = None  # K answer keys of the shown candidates (None = no answer), if known
 
     def __post_init__(self) -> None:
         K = self.responses.shape[0]
@@ -270,6 +276,8 @@ class Preference:
                 raise ValueError(f"choice must be a candidate index, {TIE!r} or {ALL_BAD!r}; got {self.choice!r}")
         elif not 0 <= int(self.choice) < K:
             raise ValueError(f"choice {self.choice} is not a shown candidate (0..{K - 1})")
+        if self.vote_keys is not None and len(self.vote_keys) != K:
+            raise ValueError(f"got {len(self.vote_keys)} vote_keys for {K} shown candidates")
 
 
 def preference_pairs(preference: Preference) -> list[tuple[int, int]]:
@@ -287,7 +295,8 @@ def preference_to_query(preference: Preference) -> RankingQuery | None:
     labels = torch.zeros(preference.responses.shape[0])
     if preference.choice != ALL_BAD:
         labels[int(preference.choice)] = 1.0
-    return RankingQuery(preference.instruction, preference.responses, labels, preference.query_id, preference.mean_logprob)
+    return RankingQuery(preference.instruction, preference.responses, labels, preference.query_id, preference.mean_logprob,
+                        preference.vote_keys)
 
 
 def preferences_to_queries(preferences: Sequence[Preference]) -> list[RankingQuery]:

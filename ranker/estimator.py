@@ -8,12 +8,13 @@
 Hyperparameters are the fields of `RankerConfig` (except `hidden_size`, read from the data) and of
 `TrainConfig`. `__init__` only stores them; `fit` validates them (by building both configs) and sets
 the fitted attributes `model_`, `ranker_config_`, `train_config_`, `train_result_`, `fingerprint_`,
-`n_features_in_` and `logprob_weight_`.
+`n_features_in_` and `fusion_weights_`.
 
-Score fusion (`ranker.fusion`): when `logprob_fusion` is on (the default) and the training queries
-carry `mean_logprob`, `fit` also cross-fits a weight w and every score becomes
-s_k + w * mean_logprob_k; scoring then needs the candidates' mean log-probs. w = 0 means the
-hidden-state ranker alone (the paper's ranker; `logprob_fusion=False` forces it).
+Score fusion (`ranker.fusion`): when `fusion` is on (the default) and the training queries carry
+`mean_logprob` and/or `vote_keys`, `fit` also cross-fits weights and every score becomes
+a * s_k + b * mean_logprob_k + c * vote_share_k; scoring then needs what was fused (the
+candidates' mean log-probs, their answer keys). `fusion_weights == {"ranker": 1.0}` is the
+hidden-state ranker alone (the paper's ranker; `fusion=False` forces it).
 
 `predict_proba(instruction, responses) -> (K,)`:
 - pointwise binary (kind="point", loss bce): sigmoid(s_k), each candidate's own probability of being
@@ -39,7 +40,7 @@ from torch import Tensor
 from ranker.checkpoint import load_checkpoint, save_checkpoint
 from ranker.data import QueryLike
 from ranker.fingerprint import FeatureFingerprint
-from ranker.fusion import choose_weight, fold_indices, fuse, query_logprobs
+from ranker.fusion import RANKER_ONLY, fit_weights, fold_indices, fuse, query_signals
 from ranker.metrics import RankingMetrics, ranking_metrics
 from ranker.models import Ranker, RankerConfig, build_ranker
 from ranker.training import (
@@ -130,15 +131,15 @@ class LanguageRanker:
         self.model_, self.ranker_config_, self.train_config_ = model, ranker_config, train_config
         self.fingerprint_ = fingerprint
         self.n_features_in_ = hidden_size
-        self.logprob_weight_, self.fusion_ = 0.0, None
-        logprobs = query_logprobs(queries)
-        if train_config.logprob_fusion and logprobs is not None and len(queries) >= 2 * train_config.fusion_folds:
-            self.logprob_weight_, self.fusion_ = self._cross_fit_fusion(queries, logprobs, ranker_config, train_config)
+        self.fusion_weights_, self.fusion_ = dict(RANKER_ONLY), None
+        signals = [query_signals(q) for q in queries]
+        if train_config.fusion and any(signals) and len(queries) >= 2 * train_config.fusion_folds:
+            self.fusion_weights_, self.fusion_ = self._cross_fit_fusion(queries, signals, ranker_config, train_config)
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def _cross_fit_fusion(self, queries, logprobs, ranker_config: RankerConfig, train_config: TrainConfig):
-        """Out-of-fold scores from `fusion_folds` rankers, then the fusion weight (ranker.fusion)."""
+    def _cross_fit_fusion(self, queries, signals, ranker_config: RankerConfig, train_config: TrainConfig):
+        """Out-of-fold scores from `fusion_folds` rankers, then the fusion weights (ranker.fusion)."""
         oof: list[Tensor | None] = [None] * len(queries)
         for held in fold_indices(len(queries), train_config.fusion_folds, train_config.seed):
             held_set = set(held)
@@ -149,16 +150,18 @@ class LanguageRanker:
             for i, scores in zip(held, score_queries(model, [queries[i] for i in held])):
                 oof[i] = scores
         labels = [q.labels.float().cpu() for q in queries]
-        return choose_weight(oof, logprobs, labels)
+        return fit_weights(oof, signals, labels, l2=train_config.fusion_l2)
 
     # --- inference ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def score(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None) -> Tensor:
+    def score(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None,
+              vote_keys: Sequence | None = None) -> Tensor:
         """Scores of K candidates: instruction (H,), responses (K, H) -> (K,) float32 on CPU. Higher is better.
 
-        mean_logprob: (K,) mean token log-probs of the candidates; required when the ranker fuses
-        them (`logprob_weight_` != 0), ignored otherwise.
+        mean_logprob: (K,) mean token log-probs of the candidates; vote_keys: their K answer keys
+        (`ranker.tasks.voting`, None where a candidate has no answer). Each is required when the
+        ranker fuses it (see `fusion_weights`), ignored otherwise.
         """
         model = self._check_fitted()
         if instruction.dim() != 1 or responses.dim() != 2:
@@ -170,24 +173,33 @@ class LanguageRanker:
             raise ValueError("responses is empty: need at least one candidate (K >= 1)")
         device = next(model.parameters()).device
         scores = model(instruction[None].to(device), responses[None].to(device))  # (1, K)
-        return fuse(scores[0].float().cpu(), mean_logprob, self.logprob_weight)
+        return fuse(scores[0].float().cpu(), self.fusion_weights, mean_logprob, vote_keys)
 
     @property
-    def logprob_weight(self) -> float:
-        """The fitted fusion weight w (0.0 when the ranker uses hidden states only)."""
-        return float(getattr(self, "logprob_weight_", 0.0))
+    def fusion_weights(self) -> dict[str, float]:
+        """The fitted fusion weights: "ranker" and each fused signal ({"ranker": 1.0}: hidden states only)."""
+        return dict(getattr(self, "fusion_weights_", None) or RANKER_ONLY)
 
-    def select(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None) -> int:
+    @property
+    def fused(self) -> bool:
+        """True when scores mix in the mean log-prob or the vote share."""
+        return self.fusion_weights != RANKER_ONLY
+
+    def select(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None,
+               vote_keys: Sequence | None = None) -> int:
         """Index of the best candidate (the first one on ties)."""
-        return int(torch.argmax(self.score(instruction, responses, mean_logprob)))
+        return int(torch.argmax(self.score(instruction, responses, mean_logprob, vote_keys)))
 
-    def rank(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None) -> list[int]:
+    def rank(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None,
+             vote_keys: Sequence | None = None) -> list[int]:
         """Candidate indices from best to worst (stable on ties)."""
-        return torch.argsort(self.score(instruction, responses, mean_logprob), descending=True, stable=True).tolist()
+        scores = self.score(instruction, responses, mean_logprob, vote_keys)
+        return torch.argsort(scores, descending=True, stable=True).tolist()
 
-    def predict_proba(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None) -> Tensor:
+    def predict_proba(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None,
+                      vote_keys: Sequence | None = None) -> Tensor:
         """(K,) probabilities; which kind depends on the loss (see the module docstring)."""
-        scores = self.score(instruction, responses, mean_logprob)
+        scores = self.score(instruction, responses, mean_logprob, vote_keys)
         loss, _, _ = resolve_loss(self.train_config_, self.ranker_config_.kind, self.ranker_config_.label_type)
         if loss == "bce":
             return torch.sigmoid(scores)
@@ -198,7 +210,8 @@ class LanguageRanker:
     def score_queries(self, queries: Sequence[QueryLike]) -> list[Tensor]:
         """`score` for many queries at once (batched): a list of (K_q,) tensors (fused, as `score`)."""
         raw = score_queries(self._check_fitted(), queries)
-        return [fuse(s, getattr(q, "mean_logprob", None), self.logprob_weight) for s, q in zip(raw, queries)]
+        weights = self.fusion_weights
+        return [fuse(s, weights, getattr(q, "mean_logprob", None), getattr(q, "vote_keys", None)) for s, q in zip(raw, queries)]
 
     def evaluate(self, queries: Sequence[QueryLike]) -> RankingMetrics:
         """Best-of-N, random and oracle accuracy, and AUROC on labelled `queries`."""
@@ -216,7 +229,7 @@ class LanguageRanker:
         if result is not None:
             training_data.update(result.data_summary)
             metrics.update(val=result.val_metrics, wall_time_s=getattr(self, "fit_seconds_", result.wall_time_s),
-                           loss=result.loss_name, logprob_weight=self.logprob_weight, fusion=getattr(self, "fusion_", None))
+                           loss=result.loss_name, fusion_weights=self.fusion_weights, fusion=getattr(self, "fusion_", None))
         save_checkpoint(
             path,
             model,
@@ -243,5 +256,8 @@ class LanguageRanker:
         est.fingerprint_ = card.fingerprint
         est.n_features_in_ = card.ranker_config.hidden_size
         est.training_data_, est.metrics_ = card.training_data, card.metrics
-        est.logprob_weight_ = float(card.metrics.get("logprob_weight", 0.0))
+        weights = card.metrics.get("fusion_weights")
+        if weights is None:  # cards written before the vote share was fused
+            weights = {"ranker": 1.0, "mean_logprob": float(card.metrics.get("logprob_weight", 0.0))}
+        est.fusion_weights_ = {name: float(value) for name, value in weights.items() if value != 0.0 or name == "ranker"}
         return est

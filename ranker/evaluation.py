@@ -12,12 +12,18 @@ Methods:
 - `max_logprob`: the highest mean token log-probability;
 - `oracle`: any correct candidate (the ceiling for any selector);
 - any scorer: the highest score (rankers, reward models).
+
+A scorer is either a (P, N) tensor of scores over all candidates, for scores that do not depend
+on which other candidates are present (reward models, pointwise rankers without vote share), or
+a function from (P, n) candidate indices to (P, n) scores, for scores that do (the ListRanker
+attends over the candidate set; a fused vote share counts it). The function is called once per
+drawn subset, so that a method sees exactly the n candidates the baselines see.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -51,14 +57,15 @@ def subsets(num_problems: int, n_total: int, n: int, draws: int, seed: int) -> n
 
 def evaluate_selection(
     store: FeatureStore,
-    scores: Mapping[str, torch.Tensor] | None = None,
+    scores: Mapping[str, torch.Tensor | Callable[[np.ndarray], torch.Tensor]] | None = None,
     n: int | None = None,
     draws: int = 5,
     seed: int = 0,
 ) -> dict[str, float]:
     """Accuracy of every method at N = n (default: all candidates).
 
-    scores: method name -> (P, N_total) scores over the store's candidates; higher is better.
+    scores: method name -> (P, N_total) scores over the store's candidates, or a function from
+    (P, n) candidate indices to (P, n) scores (see the module docstring); higher is better.
     Returns method name -> accuracy in [0, 1].
     """
     labels = store.labels().numpy()  # (P, N_total)
@@ -66,9 +73,10 @@ def evaluate_selection(
     n = n or n_total
     mean_logprob = np.array(store.column("mean_logprob"), dtype=np.float64)
     vote_keys = store.column("vote_key")
-    scored = {name: np.asarray(torch.as_tensor(value).float()) for name, value in (scores or {}).items()}
+    scored = {name: value if callable(value) else np.asarray(torch.as_tensor(value).float())
+              for name, value in (scores or {}).items()}
     for name, value in scored.items():
-        if value.shape != labels.shape:
+        if not callable(value) and value.shape != labels.shape:
             raise ValueError(f"scores for {name!r} have shape {value.shape}, expected {labels.shape}")
     rng = np.random.default_rng(seed + 1)
     totals: dict[str, float] = {}
@@ -83,7 +91,10 @@ def evaluate_selection(
             "max_logprob": mean_logprob[rows, index].argmax(axis=1),
         }
         for name, value in scored.items():
-            picks[name] = value[rows, index].argmax(axis=1)
+            subset_scores = np.asarray(torch.as_tensor(value(index)).float()) if callable(value) else value[rows, index]
+            if subset_scores.shape != index.shape:
+                raise ValueError(f"scorer {name!r} returned shape {subset_scores.shape} for {index.shape} candidates")
+            picks[name] = subset_scores.argmax(axis=1)
         for name, pick in picks.items():
             totals[name] = totals.get(name, 0.0) + float(picked_labels[np.arange(num_problems), pick].mean())
         totals["oracle"] = totals.get("oracle", 0.0) + float(picked_labels.max(axis=1).mean())

@@ -3,7 +3,8 @@
 All experiments read a train store and a held-out test store built with `ranker.build`
 (several layers recorded in the same pass, so the layer ablation needs no re-sampling), train
 rankers with several seeds, and score them with `ranker.evaluation` on the same candidates as
-the baselines.
+the baselines: a ranker scores each drawn N-subset on its own (`ranker.pipeline.subset_scorer`),
+because the ListRanker and the fused vote share depend on which candidates are in the list.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ranker.evaluation import evaluate_selection
-from ranker.pipeline import score_store, train_on_store
+from ranker.pipeline import subset_scorer, train_on_store
 from ranker.store import FeatureStore
 
 Log = Callable[[str], None]
@@ -22,9 +23,11 @@ MAIN_N = 16  # best-of-N reported everywhere but the scaling law; larger held-ou
 DRAWS = 5  # random N-subsets averaged when the held-out store has more than MAIN_N candidates
 
 
-def _accuracy(test: FeatureStore, scores: dict, seed: int) -> dict[str, float]:
-    """evaluate_selection at N = MAIN_N (or the store's N, if smaller)."""
-    return evaluate_selection(test, scores, n=min(MAIN_N, test.num_candidates), draws=DRAWS, seed=seed)
+def _accuracy(test: FeatureStore, rankers: dict, seed: int) -> dict[str, float]:
+    """evaluate_selection of fitted `rankers` (name -> LanguageRanker) and the baselines at N = MAIN_N
+    (or the store's N, if smaller)."""
+    scorers = {name: subset_scorer(ranker, test) for name, ranker in rankers.items()}
+    return evaluate_selection(test, scorers, n=min(MAIN_N, test.num_candidates), draws=DRAWS, seed=seed)
 
 
 def _quiet(message: str) -> None:
@@ -45,19 +48,18 @@ def main_table(train: FeatureStore, test: FeatureStore, layer: int, seeds: Seque
     """Best-of-16 accuracy, per family and overall, for rankers and baselines.
 
     `list_ranker` / `point_ranker` are the shipped configuration (hidden states fused with the mean
-    log-prob, ranker.fusion); `*_hidden` are the paper's hidden-state-only rankers.
+    log-prob and the vote share, ranker.fusion); `*_hidden` are the paper's hidden-state-only rankers.
     """
     rows = []
     families = sorted(set(test.families))
     for seed in seeds:
-        scores = {}
+        rankers = {}
         for kind in ("list", "point"):
-            scores[f"{kind}_ranker"] = score_store(train_on_store(train, layer, kind=kind, seed=seed), test)
-            hidden_only = train_on_store(train, layer, kind=kind, seed=seed, logprob_fusion=False)
-            scores[f"{kind}_ranker_hidden"] = score_store(hidden_only, test)
+            rankers[f"{kind}_ranker"] = train_on_store(train, layer, kind=kind, seed=seed)
+            rankers[f"{kind}_ranker_hidden"] = train_on_store(train, layer, kind=kind, seed=seed, fusion=False)
         for family in families + ["all"]:
             index = [i for i, f in enumerate(test.families) if family in ("all", f)]
-            accuracy = _accuracy(test.subset(index), {k: v[index] for k, v in scores.items()}, seed=seed)
+            accuracy = _accuracy(test.subset(index), rankers, seed=seed)
             rows += [{"family": family, "method": m, "seed": seed, "accuracy": a} for m, a in accuracy.items()]
         log(f"main table: seed {seed} done")
     return rows
@@ -68,9 +70,10 @@ def scaling_law(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequ
     """Accuracy vs N for every method; N above the store's candidate count is skipped."""
     rows = []
     for seed in seeds:
-        scores = {f"{kind}_ranker": score_store(train_on_store(train, layer, kind=kind, seed=seed), test) for kind in ("list", "point")}
+        scorers = {f"{kind}_ranker": subset_scorer(train_on_store(train, layer, kind=kind, seed=seed), test)
+                   for kind in ("list", "point")}
         for n in [n for n in ns if n <= test.num_candidates]:
-            accuracy = evaluate_selection(test, scores, n=n, draws=5, seed=seed)
+            accuracy = evaluate_selection(test, scorers, n=n, draws=5, seed=seed)
             rows += [{"n": n, "method": m, "seed": seed, "accuracy": a} for m, a in accuracy.items()]
         log(f"scaling: seed {seed} done")
     return rows
@@ -84,8 +87,8 @@ def layer_ablation(train: FeatureStore, test: FeatureStore, seeds: Sequence[int]
     rows = []
     num_layers = train.model.num_layers
     for layer, kind, seed in itertools.product(train.layers, kinds, seeds):
-        scores = score_store(train_on_store(train, layer, kind=kind, seed=seed, logprob_fusion=False), test)
-        accuracy = _accuracy(test, {"ranker": scores}, seed=seed)["ranker"]
+        ranker = train_on_store(train, layer, kind=kind, seed=seed, fusion=False)
+        accuracy = _accuracy(test, {"ranker": ranker}, seed=seed)["ranker"]
         rows.append({"layer": layer, "fraction": round(layer / num_layers, 3), "kind": kind, "seed": seed, "accuracy": accuracy})
         log(f"layers: layer {layer} {kind} seed {seed}: {accuracy:.3f}")
     return rows
@@ -96,8 +99,8 @@ def block_ablation(train: FeatureStore, test: FeatureStore, layer: int, seeds: S
     """Hidden-state-only ListRanker accuracy and parameter count with 1-4 transformer blocks."""
     rows = []
     for num_blocks, seed in itertools.product(blocks, seeds):
-        ranker = train_on_store(train, layer, kind="list", seed=seed, num_blocks=num_blocks, logprob_fusion=False)
-        accuracy = _accuracy(test, {"ranker": score_store(ranker, test)}, seed=seed)["ranker"]
+        ranker = train_on_store(train, layer, kind="list", seed=seed, num_blocks=num_blocks, fusion=False)
+        accuracy = _accuracy(test, {"ranker": ranker}, seed=seed)["ranker"]
         params = sum(p.numel() for p in ranker.model_.parameters())
         rows.append({"blocks": num_blocks, "seed": seed, "accuracy": accuracy, "parameters": params})
         log(f"blocks: {num_blocks} seed {seed}: {accuracy:.3f}")
@@ -111,10 +114,9 @@ def transfer(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequenc
     for source, seed in itertools.product(families, seeds):
         train_index = [i for i, f in enumerate(train.families) if f == source]
         ranker = train_on_store(train.subset(train_index), layer, kind="list", seed=seed)
-        scores = score_store(ranker, test)
         for target in families:
             index = [i for i, f in enumerate(test.families) if f == target]
-            accuracy = _accuracy(test.subset(index), {"ranker": scores[index]}, seed=seed)["ranker"]
+            accuracy = _accuracy(test.subset(index), {"ranker": ranker}, seed=seed)["ranker"]
             rows.append({"train_family": source, "test_family": target, "seed": seed, "accuracy": accuracy})
         log(f"transfer: trained on {source}, seed {seed}")
     return rows
@@ -127,7 +129,7 @@ def robustness(train: FeatureStore, test: FeatureStore, layer: int, seed: int = 
     rows = []
     for optimizer, lr, batch in grid:
         ranker = train_on_store(train, layer, kind="list", seed=seed, optimizer=optimizer, lr=lr, batch_size=batch)
-        accuracy = _accuracy(test, {"ranker": score_store(ranker, test)}, seed=seed)["ranker"]
+        accuracy = _accuracy(test, {"ranker": ranker}, seed=seed)["ranker"]
         rows.append({"optimizer": optimizer, "lr": lr, "batch_size": batch, "accuracy": accuracy})
         log(f"robustness: {optimizer} lr {lr} batch {batch}: {accuracy:.3f}")
     return rows
@@ -140,7 +142,7 @@ def training_time(train: FeatureStore, layer: int, repeats: int = 3, log: Log = 
         start = time.perf_counter()
         ranker = train_on_store(train, layer, kind=kind, seed=repeat)
         rows.append({"kind": kind, "repeat": repeat, "seconds": time.perf_counter() - start,
-                     "train_loop_seconds": ranker.train_result_.wall_time_s, "logprob_weight": ranker.logprob_weight,
+                     "train_loop_seconds": ranker.train_result_.wall_time_s, **{f"weight_{name}": value for name, value in ranker.fusion_weights.items()},
                      "parameters": sum(p.numel() for p in ranker.model_.parameters()),
                      "prompts": len(train.problems), "candidates": len(train.problems) * train.num_candidates})
         log(f"timing: {kind} {rows[-1]['seconds']:.1f} s")
@@ -151,13 +153,13 @@ def ship_default_rankers(train: FeatureStore, test: FeatureStore, layer: int, ou
     """Train the default List and Point rankers (seed 0) and save them with their held-out numbers."""
     from pathlib import Path
 
-    from ranker.pipeline import correctness_metrics
+    from ranker.pipeline import correctness_metrics, score_store
 
     rows = []
     for kind in ("list", "point"):
         ranker = train_on_store(train, layer, kind=kind, seed=0)
-        scores = score_store(ranker, test)
-        accuracy = _accuracy(test, {"ranker": scores}, seed=0)
+        scores = score_store(ranker, test)  # all N candidates at once, for AUROC and ECE
+        accuracy = _accuracy(test, {"ranker": ranker}, seed=0)
         quality = correctness_metrics(ranker, scores, test.labels())
         n = min(MAIN_N, test.num_candidates)
         ranker.metrics_.update(held_out={"prompts": len(test.problems), "n": n, "accuracy": accuracy, **quality})

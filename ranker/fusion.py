@@ -1,42 +1,70 @@
-"""Fuse a ranker's scores with each candidate's mean log-probability.
+"""Fuse a ranker's scores with two signals that sampling gives for free.
 
-The mean token log-probability of a candidate is captured during sampling at no cost, like the
-hidden states. On its own it is a strong baseline ("max mean log-prob"); the hidden-state ranker
-sees different evidence. The fused score is
+For the K candidates of one query:
+- `mean_logprob` (K,): each candidate's mean token log-probability, captured while sampling,
+  like the hidden states. On its own it is the "max mean log-prob" baseline.
+- `vote_share` (K,): the share of the K candidates whose answer key (`ranker.tasks.voting`)
+  equals the candidate's own; 0 for a candidate without a key. On its own it is majority vote
+  (self-consistency). It is a property of the candidate set, so it is computed from the
+  candidates actually being ranked, never from a larger pool.
 
-    fused_k = s_k + w * mean_logprob_k          s: (K,) ranker scores, mean_logprob: (K,)
+The hidden-state ranker sees different evidence from both. The fused score is
 
-`w` is chosen by cross-fitting, so that it is not fooled by a ranker that has memorised its own
-training data:
+    fused_k = a * s_k + b * mean_logprob_k + c * vote_share_k        s: (K,) ranker scores
+
+(a, b, c) are the `weights`, in absolute units, so that fusing does not depend on which other
+candidates are in the list. They are fitted by cross-fitting, so that they are not fooled by a
+ranker that has memorised its own training data:
 1. split the training queries into `folds` parts (seeded);
 2. train a ranker on all parts but one and score the held-out part, for every part, giving
    out-of-fold scores for every training query;
-3. for each c in `WEIGHT_GRID`, put w = c * std(s) / std(mean_logprob) (mean within-query standard
-   deviations of the out-of-fold scores), and count how often the top fused candidate has the
-   best label;
-4. keep the smallest c with the highest count (c = 0 turns fusion off when it does not help).
+3. fit (a, b, c) by listwise logistic regression on those out-of-fold scores: softmax over each
+   query's candidates of the fused score, cross-entropy against a uniform distribution over the
+   candidates with the query's best label (queries whose labels are all equal carry no signal
+   and are left out), plus `l2` * |weights|^2 on features scaled to unit within-query spread;
+4. keep the fit only if its out-of-fold best-of-N is at least the ranker's alone; otherwise the
+   weights are {"ranker": 1.0} (fusion off).
 
-`w` is in absolute units, so fusing does not depend on which other candidates are in the list.
+A signal that some training query lacks (no log-probs, no answer keys) is not fused, and neither
+is one that never varies within a query.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from ranker.data import QueryLike
 
-WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+SIGNALS = ("mean_logprob", "vote_share")
+RANKER_ONLY = {"ranker": 1.0}
 
 
-def query_logprobs(queries: Sequence[QueryLike]) -> list[Tensor] | None:
-    """Every query's (K,) mean log-probs, or None if any query lacks them."""
-    values = [getattr(q, "mean_logprob", None) for q in queries]
-    if not values or any(v is None for v in values):
-        return None
-    return [torch.as_tensor(v, dtype=torch.float32).flatten() for v in values]
+def vote_shares(vote_keys: Sequence[Hashable | None]) -> Tensor:
+    """(K,) share of the K candidates that give each candidate's answer key; 0 where the key is None.
+
+    E.g. ["7", "8", "7", None] -> [0.5, 0.25, 0.5, 0.0].
+    """
+    keys = list(vote_keys)
+    if not keys:
+        return torch.zeros(0)
+    counts = Counter(key for key in keys if key is not None)
+    return torch.tensor([counts[key] / len(keys) if key is not None else 0.0 for key in keys], dtype=torch.float32)
+
+
+def query_signals(query: QueryLike) -> dict[str, Tensor]:
+    """The free signals a query carries, each (K,): "mean_logprob" and/or "vote_share"."""
+    signals = {}
+    mean_logprob = getattr(query, "mean_logprob", None)
+    if mean_logprob is not None:
+        signals["mean_logprob"] = torch.as_tensor(mean_logprob, dtype=torch.float32).flatten()
+    vote_keys = getattr(query, "vote_keys", None)
+    if vote_keys is not None:
+        signals["vote_share"] = vote_shares(vote_keys)
+    return signals
 
 
 def fold_indices(num_queries: int, folds: int, seed: int) -> list[list[int]]:
@@ -49,42 +77,104 @@ def fold_indices(num_queries: int, folds: int, seed: int) -> list[list[int]]:
     return [sorted(order[f::folds]) for f in range(folds)]
 
 
-def _mean_within_std(values: Sequence[Tensor]) -> float:
-    stds = [v.float().std(unbiased=False) for v in values if v.numel() > 1]
+def fuse(scores: Tensor, weights: Mapping[str, float], mean_logprob: Tensor | None = None,
+         vote_keys: Sequence[Hashable | None] | None = None) -> Tensor:
+    """The fused (K,) scores from ranker scores (K,); `scores` itself when the weights are ranker-only.
+
+    mean_logprob (K,) is required when weights["mean_logprob"] != 0, and vote_keys (K answer keys,
+    None for "no answer") when weights["vote_share"] != 0; ValueError otherwise.
+    """
+    weights = dict(weights) or RANKER_ONLY
+    if all(weights.get(name, 0.0) == 0.0 for name in SIGNALS) and weights.get("ranker", 1.0) == 1.0:
+        return scores
+    fused = weights.get("ranker", 1.0) * scores
+    K = scores.shape[0]
+    if weights.get("mean_logprob", 0.0) != 0.0:
+        if mean_logprob is None:
+            raise ValueError(
+                f"this ranker fuses its scores with the candidates' mean log-prob (weight {weights['mean_logprob']:.4g}); "
+                "pass mean_logprob, a (K,) tensor"
+            )
+        mean_logprob = torch.as_tensor(mean_logprob, dtype=scores.dtype, device=scores.device).flatten()
+        if mean_logprob.shape != scores.shape:
+            raise ValueError(f"mean_logprob has shape {tuple(mean_logprob.shape)}, expected {tuple(scores.shape)}")
+        fused = fused + weights["mean_logprob"] * mean_logprob
+    if weights.get("vote_share", 0.0) != 0.0:
+        if vote_keys is None:
+            raise ValueError(
+                f"this ranker fuses its scores with the candidates' vote share (weight {weights['vote_share']:.4g}); "
+                "pass vote_keys, one answer key per candidate (ranker.tasks.voting; None where a candidate has no answer)"
+            )
+        if len(vote_keys) != K:
+            raise ValueError(f"got {len(vote_keys)} vote_keys for {K} candidates")
+        fused = fused + weights["vote_share"] * vote_shares(vote_keys).to(scores.device, scores.dtype)
+    return fused
+
+
+def _within_spread(values: Sequence[Tensor]) -> float:
+    """Mean over queries of the within-query standard deviation (0 if nothing varies)."""
+    stds = [v.double().std(unbiased=False) for v in values if v.numel() > 1]
     return float(torch.stack(stds).mean()) if stds else 0.0
 
 
-def fuse(scores: Tensor, mean_logprob: Tensor | None, weight: float) -> Tensor:
-    """scores (K,) + weight * mean_logprob (K,); the scores unchanged when weight is 0."""
-    if weight == 0.0:
-        return scores
-    if mean_logprob is None:
-        raise ValueError(
-            f"this ranker fuses its scores with the candidates' mean log-prob (weight {weight:.4g}); "
-            "pass mean_logprob, a (K,) tensor"
-        )
-    mean_logprob = torch.as_tensor(mean_logprob, dtype=scores.dtype, device=scores.device).flatten()
-    if mean_logprob.shape != scores.shape:
-        raise ValueError(f"mean_logprob has shape {tuple(mean_logprob.shape)}, expected {tuple(scores.shape)}")
-    return scores + weight * mean_logprob
+def _best_of_n(scores: Sequence[Tensor], labels: Sequence[Tensor]) -> float:
+    return sum(float(y[torch.argmax(s)] == y.max()) for s, y in zip(scores, labels)) / max(len(labels), 1)
 
 
-def choose_weight(oof_scores: Sequence[Tensor], logprobs: Sequence[Tensor], labels: Sequence[Tensor]) -> tuple[float, dict]:
-    """The fusion weight from out-of-fold scores (see the module docstring).
+def fit_weights(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tensor]], labels: Sequence[Tensor],
+                l2: float = 0.01) -> tuple[dict[str, float], dict]:
+    """The fusion weights from out-of-fold ranker scores (see the module docstring, steps 3 and 4).
 
-    Each argument holds one (K_q,) tensor per query. Returns (w, report) where report has the
-    chosen multiplier c, the two standard deviations and the accuracy at every c of the grid.
+    oof_scores, labels: one (K_q,) tensor per query; signals: one {name: (K_q,)} per query.
+    Returns (weights, report). weights has "ranker" plus every fused signal, in absolute units;
+    report has the signals used, the standardised weights and the out-of-fold best-of-N of the
+    ranker alone and fused.
     """
-    scale_s, scale_lp = _mean_within_std(oof_scores), _mean_within_std(logprobs)
-    report = {"c": 0.0, "std_scores": scale_s, "std_logprob": scale_lp, "grid": {}}
-    if scale_s == 0.0 or scale_lp == 0.0:
-        return 0.0, report
-    best_c, best_hits = 0.0, -1.0
-    for c in WEIGHT_GRID:
-        w = c * scale_s / scale_lp
-        hits = sum(float(y[torch.argmax(s + w * lp)] == y.max()) for s, lp, y in zip(oof_scores, logprobs, labels))
-        report["grid"][str(c)] = hits / len(labels)
-        if hits > best_hits:
-            best_c, best_hits = c, hits
-    report["c"] = best_c
-    return best_c * scale_s / scale_lp, report
+    if not len(oof_scores) == len(signals) == len(labels):
+        raise ValueError(f"got {len(oof_scores)} scores, {len(signals)} signal sets and {len(labels)} label sets")
+    columns = {"ranker": list(oof_scores)}
+    for name in SIGNALS:
+        if signals and all(name in s for s in signals):
+            columns[name] = [s[name] for s in signals]
+    spreads = {name: _within_spread(values) for name, values in columns.items()}
+    used = [name for name in columns if spreads[name] > 0.0]
+    ranker_alone = _best_of_n(oof_scores, labels)
+    report = {"signals": [n for n in used if n != "ranker"], "l2": l2, "oof_best_of_n_ranker": ranker_alone}
+    keep = [q for q, y in enumerate(labels) if y.numel() > 1 and bool((y != y.max()).any())]
+    if "ranker" not in used or len(used) < 2 or not keep:
+        report.update(oof_best_of_n_fused=ranker_alone, standardised={}, kept=False)
+        return dict(RANKER_ONLY), report
+
+    # (Q, K_max, F) standardised features, padded; pad candidates get -inf logits.
+    K_max = max(labels[q].numel() for q in keep)
+    X = torch.zeros(len(keep), K_max, len(used), dtype=torch.float64)
+    target = torch.zeros(len(keep), K_max, dtype=torch.float64)
+    pad = torch.ones(len(keep), K_max, dtype=torch.bool)
+    for row, q in enumerate(keep):
+        K = labels[q].numel()
+        for f, name in enumerate(used):
+            X[row, :K, f] = columns[name][q].double() / spreads[name]
+        best = (labels[q] == labels[q].max()).double()
+        target[row, :K] = best / best.sum()
+        pad[row, :K] = False
+    w = torch.zeros(len(used), dtype=torch.float64)
+    w[0] = 1.0  # start from the ranker alone
+    w.requires_grad_(True)
+    optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        logits = (X @ w).masked_fill(pad, float("-inf"))
+        log_p = torch.log_softmax(logits, dim=1).masked_fill(pad, 0.0)
+        loss = -(target * log_p).sum(1).mean() + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    standardised = {name: float(value) for name, value in zip(used, w.detach())}
+    weights = {name: standardised[name] / spreads[name] for name in used}
+    fused = [sum(weights[name] * columns[name][q].double() for name in used) for q in range(len(labels))]
+    fused_accuracy = _best_of_n(fused, labels)
+    kept = fused_accuracy >= ranker_alone
+    report.update(oof_best_of_n_fused=fused_accuracy, standardised=standardised, kept=kept)
+    return (weights if kept else dict(RANKER_ONLY)), report

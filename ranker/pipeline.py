@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 
 from ranker.data import queries_from_tensors
@@ -11,12 +14,25 @@ from ranker.metrics import auroc, expected_calibration_error
 from ranker.store import FeatureStore
 
 
-def store_queries(store: FeatureStore, layer: int | None = None) -> list:
-    """The store's problems as ranking queries at one layer (ids "family/index")."""
+def store_queries(store: FeatureStore, layer: int | None = None, index=None) -> list:
+    """The store's problems as ranking queries at one layer (ids "family/index").
+
+    index: optional (P, n) candidate indices per problem (e.g. `ranker.evaluation.subsets`), to
+    make queries of those n candidates only; default: all N. Each query carries its candidates'
+    mean log-probs and answer keys (ranker.tasks.voting) for score fusion.
+    """
     instruction, responses = store.features(layer)
     ids = [f"{p.family}/{i}" for i, p in enumerate(store.problems)]
     mean_logprobs = torch.tensor(store.column("mean_logprob"), dtype=torch.float32)
-    return queries_from_tensors(instruction, responses, store.labels(), ids, mean_logprobs)
+    labels, vote_keys = store.labels(), store.column("vote_key")
+    if index is not None:
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        if index.dim() != 2 or index.shape[0] != len(store.problems):
+            raise ValueError(f"index must be (P, n) = ({len(store.problems)}, n), got {tuple(index.shape)}")
+        rows = torch.arange(len(store.problems))[:, None]
+        responses, labels, mean_logprobs = responses[rows, index], labels[rows, index], mean_logprobs[rows, index]
+        vote_keys = [[keys[k] for k in picked] for keys, picked in zip(vote_keys, index.tolist())]
+    return queries_from_tensors(instruction, responses, labels, ids, mean_logprobs, vote_keys)
 
 
 def fit_platt(scores: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[float, float]:
@@ -58,12 +74,21 @@ def train_on_store(store: FeatureStore, layer: int | None = None, kind: str = "l
     return ranker
 
 
-def score_store(ranker: LanguageRanker, store: FeatureStore) -> torch.Tensor:
-    """(P, N) ranker scores for every candidate of the store, at the ranker's own layer."""
+def score_store(ranker: LanguageRanker, store: FeatureStore, index=None) -> torch.Tensor:
+    """(P, n) ranker scores at the ranker's own layer: every candidate, or the (P, n) `index` ones.
+
+    Scores depend on the candidate set (the ListRanker attends over it, the vote share counts
+    it), so candidates scored as a subset are ranked among that subset only.
+    """
     layer = ranker.fingerprint_.layer if ranker.fingerprint_ is not None else None
     if ranker.fingerprint_ is not None:
         ranker.fingerprint_.check_compatible(store.feature_fingerprint(layer), what="ranker")
-    return torch.stack(ranker.score_queries(store_queries(store, layer)))
+    return torch.stack(ranker.score_queries(store_queries(store, layer, index)))
+
+
+def subset_scorer(ranker: LanguageRanker, store: FeatureStore) -> Callable[[np.ndarray], torch.Tensor]:
+    """A scorer for `ranker.evaluation.evaluate_selection`: (P, n) candidate indices -> (P, n) scores."""
+    return lambda index: score_store(ranker, store, index)
 
 
 def probabilities(ranker: LanguageRanker, scores: torch.Tensor) -> torch.Tensor:
@@ -89,9 +114,10 @@ def evaluate_store(store: FeatureStore, rankers: dict[str, LanguageRanker], n: i
     reward_models: name -> a fitted reward model (ranker.reward) whose `score_store` gives (P, N)
     scores over the same candidates; its ECE uses sigmoid(score), its BCE-trained probability.
     """
-    scores = {name: score_store(ranker, store) for name, ranker in rankers.items()}
+    scores = {name: score_store(ranker, store) for name, ranker in rankers.items()}  # all N, for AUROC and ECE
+    scorers = {name: subset_scorer(ranker, store) for name, ranker in rankers.items()}
     rm_scores = {name: rm.score_store(store) for name, rm in (reward_models or {}).items()}
-    result = {"accuracy": evaluate_selection(store, {**scores, **rm_scores}, n=n, draws=draws, seed=seed), "correctness": {}}
+    result = {"accuracy": evaluate_selection(store, {**scorers, **rm_scores}, n=n, draws=draws, seed=seed), "correctness": {}}
     labels = store.labels()
     for name, ranker in rankers.items():
         result["correctness"][name] = correctness_metrics(ranker, scores[name], labels)

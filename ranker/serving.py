@@ -20,6 +20,7 @@ from ranker.base_model import BaseModel
 from ranker.estimator import LanguageRanker
 from ranker.pipeline import probabilities
 from ranker.sampling import SamplingConfig, sample_candidates
+from ranker.tasks.voting import response_keys
 
 DEFAULT_LAYER = 0.6  # depth fraction used when no ranker is loaded
 
@@ -33,6 +34,7 @@ class RankedCandidates:
     finish_reasons: list[str]
     num_tokens: list[int]
     mean_logprob: Tensor  # (K,)
+    vote_keys: list[str | None]  # K answer keys under the free-form rule (ranker.tasks.voting), for fusion
     instruction: Tensor  # (H,) features at the prompt's last token
     responses: Tensor  # (K, H) features at each candidate's last token
     layer: int  # hidden_states index of the features
@@ -110,6 +112,7 @@ def rank_prompt(base: BaseModel, prompt: str, sampling: SamplingConfig, ranker: 
         finish_reasons=[c.finish_reason for c in sample.candidates],
         num_tokens=[c.num_tokens for c in sample.candidates],
         mean_logprob=torch.tensor([c.mean_logprob for c in sample.candidates], dtype=torch.float32),
+        vote_keys=response_keys([c.text for c in sample.candidates]),
         instruction=instruction.float(),
         responses=responses.float(),
         layer=int(sample.layers[0]),
@@ -118,7 +121,7 @@ def rank_prompt(base: BaseModel, prompt: str, sampling: SamplingConfig, ranker: 
     )
     if ranker is not None:
         start = time.perf_counter()
-        result.ranker_scores = ranker.score(result.instruction, result.responses, result.mean_logprob)
+        result.ranker_scores = ranker.score(result.instruction, result.responses, result.mean_logprob, result.vote_keys)
         timings["ranker_s"] = time.perf_counter() - start
         if getattr(ranker, "metrics_", {}).get("platt") is not None:
             result.probabilities = probabilities(ranker, result.ranker_scores)

@@ -59,10 +59,12 @@ class TrainConfig:
     # process-wide: use None (leave as is) when other torch work runs in parallel in this process.
     num_threads: int | None = 1
     eval_every: int = 0  # evaluate on val_queries every this many steps; 0 = only after the last step
-    # Fuse scores with the candidates' mean log-prob, weight cross-fitted (ranker.fusion). Only
-    # when every training query carries mean_logprob; False is the paper's hidden-state-only ranker.
-    logprob_fusion: bool = True
-    fusion_folds: int = 4  # cross-fitting folds for the fusion weight
+    # Fuse scores with the candidates' mean log-prob and vote share, weights cross-fitted
+    # (ranker.fusion), each signal only when every training query carries it; False is the
+    # paper's hidden-state-only ranker.
+    fusion: bool = True
+    fusion_folds: int = 4  # cross-fitting folds for the fusion weights
+    fusion_l2: float = 0.01  # ridge penalty of the fusion weights' logistic regression (unit-spread signals)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -89,12 +91,17 @@ class TrainConfig:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every!r}")
         if not isinstance(self.fusion_folds, int) or self.fusion_folds < 2:
             raise ValueError(f"fusion_folds must be an int >= 2, got {self.fusion_folds!r}")
+        if not self.fusion_l2 >= 0:
+            raise ValueError(f"fusion_l2 must be >= 0, got {self.fusion_l2!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        data = dict(data)
+        if "logprob_fusion" in data:  # cards written before the vote share was fused
+            data.setdefault("fusion", data.pop("logprob_fusion"))
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -44,7 +44,10 @@ def test_scores_are_the_shipped_rankers_own(generated, app_server):
     ranker = app.SERVER.shipped["shipped ListRanker"]
     import torch
 
-    expected = ranker.score(stored["instruction"], stored["responses"], torch.tensor(stored["mean_logprobs"]))
+    from ranker.tasks.voting import response_keys
+
+    expected = ranker.score(stored["instruction"], stored["responses"], torch.tensor(stored["mean_logprobs"]),
+                            response_keys(stored["candidates"]))
     for row in rows:
         # stored features are float16, the live ones float32: equal to float16 rounding
         assert row["ranker_score"] == pytest.approx(float(expected[row["candidate"]]), rel=5e-3, abs=5e-3)

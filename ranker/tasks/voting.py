@@ -23,9 +23,25 @@ from ranker.tasks import checkers
 from ranker.tasks.problem import Problem
 
 
+# Free-form prompts (the app) have no checker; their answers vote by the `exact` rule: the text
+# after "answer is", else after the last "=", else the last line. Short answers ("12", "Paris")
+# vote together; long free-form replies rarely share a key, so their vote shares stay equal and
+# the vote share then changes no ranking.
+FREE_FORM_CHECKER = "exact"
+
+
 def answer_key(problem: Problem, response_text: str) -> str | None:
     """The vote key of one response to `problem` (None: it does not vote)."""
-    checker = problem.checker
+    return key_for(problem.checker, response_text)
+
+
+def response_keys(texts: list[str], checker: str = FREE_FORM_CHECKER) -> list[str | None]:
+    """The vote keys of several responses under one checker's rule (default: the free-form rule)."""
+    return [key_for(checker, text) for text in texts]
+
+
+def key_for(checker: str, response_text: str) -> str | None:
+    """The vote key of a response under the extraction rule of `checker` (None: it does not vote)."""
     if checker == "numeric":
         value = checkers.last_number(response_text)
         return None if value is None else format(value, ".9g")

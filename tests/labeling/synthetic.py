@@ -20,8 +20,8 @@ HIDDEN = 32
 CANDIDATES = 6
 LAYER = 2
 MODEL = ModelFingerprint("synthetic-model", "rev0", num_layers=4, hidden_size=HIDDEN)
-# LanguageRanker hyperparameters for quick fits; log-prob fusion (5 fits) only where a test asks for it.
-FAST = {"projection_dim": 32, "batch_size": 32, "logprob_fusion": False}
+# LanguageRanker hyperparameters for quick fits; score fusion (5 fits) only where a test asks for it.
+FAST = {"projection_dim": 32, "batch_size": 32, "fusion": False}
 STEPS = 200  # optimizer steps per fit (RetrainConfig.min_steps); 120 labels alone would give a few steps
 
 
@@ -69,13 +69,14 @@ def store_from_queries(queries: list[RankingQuery]) -> FeatureStore:
 
 
 def record(store: LabelStore, query: RankingQuery, profile: str | None = None, layer: int = LAYER,
-           mean_logprobs: list[float] | None = None) -> str:
+           mean_logprobs: list[float] | None = None, texts: list[str] | None = None) -> str:
     """Record `query` as a generation the app showed; returns its request_id.
 
-    mean_logprobs default to -1 - k for candidate k: unrelated to which one is correct."""
+    mean_logprobs default to -1 - k for candidate k: unrelated to which one is correct; texts to
+    "answer k" (all different, so no two candidates share a vote)."""
     return store.record_request(
         f"question {query.query_id}",
-        [f"answer {k}" for k in range(CANDIDATES)],
+        texts or [f"answer {k}" for k in range(CANDIDATES)],
         query.instruction,
         query.responses,
         layer=layer,

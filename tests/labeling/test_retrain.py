@@ -115,11 +115,12 @@ def test_informative_logprobs_are_fused_through_retrain(tmp_path, data):
         logprobs = [-0.2 if y > 0.5 else -1.0 for y in query.labels.tolist()]  # the correct one is the likeliest
         request_id = record(label_store, query, mean_logprobs=logprobs)
         label_store.add_label(request_id, int(query.labels.argmax()), "ann", list(range(CANDIDATES)))
-    config = RetrainConfig(**{**QUICK.__dict__, "hyperparams": {**FAST, "logprob_fusion": True}})
+    config = RetrainConfig(**{**QUICK.__dict__, "hyperparams": {**FAST, "fusion": True}})
     result = retrain_once(label_store, registry, None, None, None, config)
-    assert result.ranker.logprob_weight > 0.0
+    assert result.ranker.fusion_weights["mean_logprob"] > 0.0
+    assert "vote_share" not in result.ranker.fusion_weights  # every text differs: the vote share never varies
     assert result.metrics["label_agreement"] >= 0.9  # fused scores follow the log-prob (0.95-1.0 over 10 id seeds)
-    assert registry.load(result.version).logprob_weight == result.ranker.logprob_weight
+    assert registry.load(result.version).fusion_weights == result.ranker.fusion_weights
 
 
 def test_too_few_labels_or_other_layers_are_skipped(tmp_path, data):

@@ -207,3 +207,13 @@ def test_concurrent_writers_lose_nothing(store, queries):
     for thread in threads:
         thread.join()
     assert errors == [] and store.count() == 40 and store.count("user2") == 10
+
+
+def test_preferences_carry_the_vote_keys_the_app_scored_with(store, queries):
+    """Answer keys come from the stored texts by the free-form rule, in display order."""
+    texts = ["The answer is 12.", "5 + 7 = 12", "13", "no idea\n\nmaybe 14", "", "12"]
+    request_id = record(store, queries[0], texts=texts)
+    order = [4, 2, 0, 1, 3, 5]
+    store.add_label(request_id, 0, "alice", order)
+    preference = store.preferences()[0]
+    assert preference.vote_keys == [None, "13", "12", "12", "maybe 14", "12"]

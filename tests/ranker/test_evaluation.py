@@ -68,3 +68,21 @@ def test_candidates_without_an_answer_do_not_vote_together_after_a_round_trip(tm
     loaded = FeatureStore.load(store.save(tmp_path / "store"))
     assert loaded.column("vote_key") == [[None, None, "7", None]]
     assert evaluate_selection(loaded)["majority"] == 1.0  # "7" is the only answer; three non-answers are not a majority
+
+
+def test_a_scorer_function_scores_each_drawn_subset_on_its_own():
+    labels = [[k % 2 for k in range(6)] for _ in range(5)]
+    store = make_store(labels, [[str(k) for k in range(6)]] * 5, [[0.0] * 6] * 5)
+    fixed = torch.arange(30, dtype=torch.float32).view(5, 6) % 7  # set-independent scores
+    seen = []
+
+    def scorer(index):
+        seen.append(index.copy())
+        return fixed[torch.arange(5)[:, None], torch.as_tensor(index)]
+
+    result = evaluate_selection(store, {"function": scorer, "tensor": fixed}, n=3, draws=4, seed=1)
+    assert result["function"] == result["tensor"]
+    assert len(seen) == 4 and all(index.shape == (5, 3) for index in seen)
+    assert [index.tolist() for index in seen] == subsets(5, 6, 3, 4, seed=1).tolist()
+    with pytest.raises(ValueError, match="returned shape"):
+        evaluate_selection(store, {"bad": lambda index: torch.zeros(5, 6)}, n=3)

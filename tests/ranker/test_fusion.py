@@ -1,11 +1,11 @@
-"""Score fusion with the mean log-prob: weight choice, cross-fitting in fit, save/load, errors."""
+"""Score fusion with the mean log-prob and the vote share: weights, cross-fitting in fit, save/load, errors."""
 
 import pytest
 import torch
 
 from ranker.data import RankingQuery, make_synthetic_queries
 from ranker.estimator import LanguageRanker
-from ranker.fusion import choose_weight, fold_indices, fuse
+from ranker.fusion import fit_weights, fold_indices, fuse, vote_shares
 
 
 def _labels(num_queries=60, k=8, seed=0):
@@ -16,31 +16,62 @@ def _labels(num_queries=60, k=8, seed=0):
     return list(labels), gen
 
 
-def test_choose_weight_uses_an_informative_logprob():
+def test_vote_shares_count_each_candidates_answer_among_the_k():
+    torch.testing.assert_close(vote_shares(["7", "8", "7", None]), torch.tensor([0.5, 0.25, 0.5, 0.0]))
+    torch.testing.assert_close(vote_shares([None, None]), torch.zeros(2))
+
+
+def test_fit_weights_uses_an_informative_logprob():
     labels, gen = _labels()
     noise_scores = [torch.randn(8, generator=gen) for _ in labels]
-    logprobs = [-2.0 + 0.5 * y + 0.05 * torch.randn(8, generator=gen) for y in labels]  # lp separates the classes
-    weight, report = choose_weight(noise_scores, logprobs, labels)
-    assert weight > 0 and report["c"] > 0
-    assert report["grid"][str(report["c"])] > report["grid"]["0.0"] + 0.3
+    signals = [{"mean_logprob": -2.0 + 0.5 * y + 0.05 * torch.randn(8, generator=gen)} for y in labels]  # lp separates
+    weights, report = fit_weights(noise_scores, signals, labels)
+    assert weights["mean_logprob"] > 0 and report["signals"] == ["mean_logprob"] and report["kept"]
+    assert report["oof_best_of_n_fused"] > report["oof_best_of_n_ranker"] + 0.3
 
 
-def test_choose_weight_ignores_a_useless_logprob():
+def test_fit_weights_uses_an_informative_vote_share():
+    labels, gen = _labels()
+    noise_scores = [torch.randn(8, generator=gen) for _ in labels]
+    # correct candidates agree on one answer, wrong ones scatter
+    keys = [["right" if label else f"wrong{k}" for k, label in enumerate(y.tolist())] for y in labels]
+    signals = [{"mean_logprob": torch.randn(8, generator=gen), "vote_share": vote_shares(k)} for k in keys]
+    weights, report = fit_weights(noise_scores, signals, labels)
+    assert weights["vote_share"] > 0 and report["standardised"]["vote_share"] > 3 * abs(report["standardised"]["mean_logprob"])
+    assert report["oof_best_of_n_fused"] > report["oof_best_of_n_ranker"] + 0.3
+
+
+def test_fit_weights_leaves_a_good_ranker_in_charge_of_useless_signals():
     labels, gen = _labels()
     good_scores = [3.0 * y + 0.1 * torch.randn(8, generator=gen) for y in labels]  # scores already perfect
-    logprobs = [torch.randn(8, generator=gen) for _ in labels]
-    weight, report = choose_weight(good_scores, logprobs, labels)
-    assert weight == 0.0 and report["c"] == 0.0 and report["grid"]["0.0"] == 1.0
+    signals = [{"mean_logprob": torch.randn(8, generator=gen)} for _ in labels]
+    weights, report = fit_weights(good_scores, signals, labels)
+    assert report["oof_best_of_n_ranker"] == report["oof_best_of_n_fused"] == 1.0
+    assert abs(report["standardised"]["mean_logprob"]) < report["standardised"]["ranker"] / 5
 
 
-def test_fuse_adds_the_weighted_logprob_and_needs_it():
+def test_fit_weights_skips_signals_that_some_query_lacks_or_that_never_vary():
+    labels, gen = _labels(num_queries=10)
+    scores = [torch.randn(8, generator=gen) for _ in labels]
+    signals = [{"mean_logprob": torch.full((8,), -1.0)} for _ in labels]  # constant within every query
+    signals[0]["vote_share"] = torch.rand(8)  # only one query has votes
+    weights, report = fit_weights(scores, signals, labels)
+    assert weights == {"ranker": 1.0} and report["signals"] == [] and report["kept"] is False
+
+
+def test_fuse_adds_the_weighted_signals_and_needs_them():
     scores, lp = torch.tensor([1.0, 2.0]), torch.tensor([-1.0, -3.0])
-    torch.testing.assert_close(fuse(scores, lp, 0.5), torch.tensor([0.5, 0.5]))
-    assert fuse(scores, None, 0.0) is scores
+    torch.testing.assert_close(fuse(scores, {"ranker": 1.0, "mean_logprob": 0.5}, lp), torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(fuse(scores, {"ranker": 2.0, "vote_share": 1.0}, vote_keys=["a", "a"]), torch.tensor([3.0, 5.0]))
+    assert fuse(scores, {"ranker": 1.0}) is scores
     with pytest.raises(ValueError, match="mean_logprob"):
-        fuse(scores, None, 0.5)
+        fuse(scores, {"ranker": 1.0, "mean_logprob": 0.5})
     with pytest.raises(ValueError, match="shape"):
-        fuse(scores, torch.zeros(3), 0.5)
+        fuse(scores, {"ranker": 1.0, "mean_logprob": 0.5}, torch.zeros(3))
+    with pytest.raises(ValueError, match="vote_keys"):
+        fuse(scores, {"ranker": 1.0, "vote_share": 0.5})
+    with pytest.raises(ValueError, match="3 vote_keys for 2"):
+        fuse(scores, {"ranker": 1.0, "vote_share": 0.5}, vote_keys=["a", "b", "c"])
 
 
 def test_fold_indices_partition_and_are_seeded():
@@ -51,43 +82,60 @@ def test_fold_indices_partition_and_are_seeded():
         fold_indices(10, 1, seed=0)
 
 
-def _with_logprobs(queries, informative: bool, seed=0):
-    """Attach mean log-probs; informative ones are higher for correct candidates."""
+def _with_signals(queries, seed=0):
+    """Attach informative mean log-probs (higher for correct candidates) and answer keys
+    (correct candidates share one answer, wrong ones all differ)."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for q in queries:
-        lp = -2.0 + 0.3 * torch.randn(q.labels.shape, generator=gen)
-        if informative:
-            lp = lp + 1.0 * q.labels
-        out.append(RankingQuery(q.instruction, q.responses, q.labels, q.query_id, lp))
+        lp = -2.0 + 0.3 * torch.randn(q.labels.shape, generator=gen) + 0.6 * q.labels
+        keys = ["right" if y else f"wrong{k}" for k, y in enumerate(q.labels.tolist())]
+        out.append(RankingQuery(q.instruction, q.responses, q.labels, q.query_id, lp, keys))
     return out
 
 
 @pytest.fixture(scope="module")
 def weak_features():
-    # Hidden states carry little signal, so an informative log-prob must get weight.
+    # Hidden states carry little signal, so informative signals must get weight.
     return make_synthetic_queries(80, 8, 32, seed=1, signal=0.2)
 
 
-def test_fit_learns_a_fusion_weight_and_it_survives_save_load(weak_features, tmp_path):
-    queries = _with_logprobs(weak_features, informative=True)
+def test_fit_learns_fusion_weights_and_they_survive_save_load(weak_features, tmp_path):
+    queries = _with_signals(weak_features)
     ranker = LanguageRanker(kind="list", epochs=3).fit(queries)
-    assert ranker.logprob_weight > 0
-    plain = LanguageRanker(kind="list", epochs=3, logprob_fusion=False).fit(queries)
-    assert plain.logprob_weight == 0.0
-    assert ranker.evaluate(queries).best_of_n > plain.evaluate(queries).best_of_n
+    assert ranker.fused and ranker.fusion_weights["mean_logprob"] > 0 and ranker.fusion_weights["vote_share"] > 0
+    plain = LanguageRanker(kind="list", epochs=3, fusion=False).fit(queries)
+    assert plain.fusion_weights == {"ranker": 1.0} and not plain.fused
+    assert ranker.evaluate(queries).best_of_n > plain.evaluate(queries).best_of_n + 0.05
     q = queries[0]
     with pytest.raises(ValueError, match="mean_logprob"):
-        ranker.score(q.instruction, q.responses)
+        ranker.score(q.instruction, q.responses, vote_keys=q.vote_keys)
+    with pytest.raises(ValueError, match="vote_keys"):
+        ranker.score(q.instruction, q.responses, q.mean_logprob)
     ranker.save(tmp_path / "r")
     loaded = LanguageRanker.load(tmp_path / "r")
-    assert loaded.logprob_weight == pytest.approx(ranker.logprob_weight)
-    assert torch.equal(loaded.score(q.instruction, q.responses, q.mean_logprob),
-                       ranker.score(q.instruction, q.responses, q.mean_logprob))
+    assert loaded.fusion_weights == pytest.approx(ranker.fusion_weights)
+    assert torch.equal(loaded.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys),
+                       ranker.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys))
 
 
-def test_fit_without_logprobs_is_the_hidden_state_ranker(weak_features):
+def test_a_card_from_before_vote_fusion_loads_with_its_logprob_weight(weak_features, tmp_path):
+    import json
+
+    ranker = LanguageRanker(kind="point", epochs=1, fusion=False).fit(weak_features)
+    ranker.save(tmp_path / "old")
+    card_path = next((tmp_path / "old").glob("*.json"))
+    card = json.loads(card_path.read_text())
+    card["metrics"].pop("fusion_weights")
+    card["metrics"]["logprob_weight"] = 0.25
+    card["train_config"]["logprob_fusion"] = card["train_config"].pop("fusion")
+    card_path.write_text(json.dumps(card))
+    loaded = LanguageRanker.load(tmp_path / "old")
+    assert loaded.fusion_weights == {"ranker": 1.0, "mean_logprob": 0.25} and loaded.train_config_.fusion is False
+
+
+def test_fit_without_signals_is_the_hidden_state_ranker(weak_features):
     ranker = LanguageRanker(kind="point", epochs=2).fit(weak_features)
-    assert ranker.logprob_weight == 0.0
+    assert ranker.fusion_weights == {"ranker": 1.0}
     q = weak_features[0]
     assert ranker.score(q.instruction, q.responses).shape == (8,)

@@ -27,3 +27,11 @@ def test_code_keys_merge_only_identical_programs():
     one = "```python\ndef add(a, b):\n    return a + b\n```"
     assert answer_key(problem, one) == answer_key(problem, one.replace("\n    return", "\n\n    return"))
     assert answer_key(problem, one) != answer_key(problem, one.replace("a + b", "b + a"))
+
+
+def test_free_form_responses_vote_by_the_final_answer_rule():
+    from ranker.tasks.voting import response_keys
+
+    keys = response_keys(["The answer is 12.", "5 + 7 = 12", "12", "I think it is 13, or maybe not", ""])
+    assert keys[:3] == ["12", "12", "12"]
+    assert keys[3] == "i think it is 13, or maybe not" and keys[4] is None
