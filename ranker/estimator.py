@@ -132,7 +132,7 @@ class LanguageRanker:
         self.fingerprint_ = fingerprint
         self.n_features_in_ = hidden_size
         self.fusion_weights_, self.fusion_ = dict(RANKER_ONLY), None
-        signals = [query_signals(q) for q in queries]
+        signals = [{k: v for k, v in query_signals(q).items() if k in train_config.fusion_signals} for q in queries]
         if train_config.fusion and any(signals) and len(queries) >= 2 * train_config.fusion_folds:
             self.fusion_weights_, self.fusion_ = self._cross_fit_fusion(queries, signals, ranker_config, train_config)
         self.fit_seconds_ = time.perf_counter() - start

@@ -65,6 +65,7 @@ class TrainConfig:
     fusion: bool = True
     fusion_folds: int = 4  # cross-fitting folds for the fusion weights
     fusion_l2: float = 0.01  # ridge penalty of the fusion weights' logistic regression (unit-spread signals)
+    fusion_signals: tuple[str, ...] = ("mean_logprob", "vote_share")  # which free signals may be fused
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -93,6 +94,10 @@ class TrainConfig:
             raise ValueError(f"fusion_folds must be an int >= 2, got {self.fusion_folds!r}")
         if not self.fusion_l2 >= 0:
             raise ValueError(f"fusion_l2 must be >= 0, got {self.fusion_l2!r}")
+        self.fusion_signals = tuple(self.fusion_signals)
+        unknown = [name for name in self.fusion_signals if name not in ("mean_logprob", "vote_share")]
+        if unknown or not self.fusion_signals:
+            raise ValueError(f"fusion_signals must be a non-empty subset of ('mean_logprob', 'vote_share'), got {self.fusion_signals!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -139,3 +139,13 @@ def test_fit_without_signals_is_the_hidden_state_ranker(weak_features):
     assert ranker.fusion_weights == {"ranker": 1.0}
     q = weak_features[0]
     assert ranker.score(q.instruction, q.responses).shape == (8,)
+
+
+def test_fusion_signals_limit_what_is_fused(weak_features):
+    queries = _with_signals(weak_features)
+    ranker = LanguageRanker(kind="list", epochs=3, fusion_signals=["mean_logprob"]).fit(queries)
+    assert set(ranker.fusion_weights) == {"ranker", "mean_logprob"} and ranker.train_config_.fusion_signals == ("mean_logprob",)
+    q = queries[0]
+    assert ranker.score(q.instruction, q.responses, q.mean_logprob).shape == (8,)  # no answer keys needed
+    with pytest.raises(ValueError, match="fusion_signals"):
+        LanguageRanker(kind="list", fusion_signals=("votes",)).fit(queries)
