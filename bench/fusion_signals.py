@@ -1,9 +1,13 @@
 """Which free signals should a ranker's score be fused with? (The ablation behind `ranker.fusion`.)
 
-Three configurations of each ranker kind, trained with `ranker.pipeline.train_on_store`:
+Four configurations of each ranker kind, trained with `ranker.pipeline.train_on_store`:
 - `hidden`: hidden states only (the paper's ranker, `fusion=False`);
-- `logprob`: fused with the mean log-prob (`fusion_signals=("mean_logprob",)`);
-- `logprob+vote`: fused with the mean log-prob and the vote share (the library default).
+- `logprob`: fused with the mean log-prob, one set of weights
+  (`fusion_signals=("mean_logprob",), fusion_clusters=(1,)`);
+- `logprob+vote`: fused with the mean log-prob and the vote share, one set of weights
+  (`fusion_clusters=(1,)`);
+- `logprob+vote, clustered`: the same, with weights per instruction cluster, the number of
+  clusters cross-validated (the library default).
 
 Two evaluations, printed as tables and written as one tidy CSV:
 1. `cv`: 5-fold cross-validation on the TRAINING store alone (best-of-N of the training store's
@@ -13,7 +17,7 @@ Two evaluations, printed as tables and written as one tidy CSV:
    overall and on arithmetic, averaged over --seeds seeds x 5 draws of N candidates (each draw
    scored on its own). Max mean log-prob and majority vote on the same draws are in the rows too.
 
-    .venv/bin/python bench/fusion_signals.py --store data/suite            # about 7 min on 2 cores
+    .venv/bin/python bench/fusion_signals.py --store data/suite            # about 10 min on 2 cores
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from ranker.store import FeatureStore  # noqa: E402
 
 CONFIGS = {
     "hidden": {"fusion": False},
-    "logprob": {"fusion_signals": ("mean_logprob",)},
-    "logprob+vote": {},
+    "logprob": {"fusion_signals": ("mean_logprob",), "fusion_clusters": (1,)},
+    "logprob+vote": {"fusion_clusters": (1,)},
+    "logprob+vote, clustered": {},
 }
 FOCUS = "arithmetic"  # the family reported on its own beside "all"
 

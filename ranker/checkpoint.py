@@ -31,6 +31,7 @@ from ranker.models import Ranker, RankerConfig, build_ranker
 from ranker.training import TrainConfig
 
 WEIGHTS_NAME = "model.safetensors"
+EXTRA_NAME = "extra.safetensors"
 CARD_NAME = "card.json"
 FORMAT = "language-ranker"
 FORMAT_VERSION = 1
@@ -98,8 +99,12 @@ def save_checkpoint(
     fingerprint: FeatureFingerprint | None = None,
     training_data: dict | None = None,
     metrics: dict | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write `model` and its card to the folder `path` atomically; returns the folder.
+
+    extra_tensors: named tensors that belong to the fitted ranker but not to the network (the
+    fusion's instruction centroids), written to EXTRA_NAME; read them with `load_extra_tensors`.
 
     Overwrites an existing checkpoint folder; refuses (ValueError) to replace a non-empty folder
     that is not a checkpoint.
@@ -118,8 +123,16 @@ def save_checkpoint(
     with atomic_folder(path) as staging:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         save_file(state, staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        if extra_tensors:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in extra_tensors.items()}, staging / EXTRA_NAME)
         (staging / CARD_NAME).write_text(json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n")
     return path
+
+
+def load_extra_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The extra tensors saved with the checkpoint at `path` ({} when it has none)."""
+    extra = Path(path) / EXTRA_NAME
+    return load_file(extra, device="cpu") if extra.is_file() else {}
 
 
 def read_card(path: str | os.PathLike) -> RankerCard:

@@ -8,13 +8,15 @@
 Hyperparameters are the fields of `RankerConfig` (except `hidden_size`, read from the data) and of
 `TrainConfig`. `__init__` only stores them; `fit` validates them (by building both configs) and sets
 the fitted attributes `model_`, `ranker_config_`, `train_config_`, `train_result_`, `fingerprint_`,
-`n_features_in_` and `fusion_weights_`.
+`n_features_in_`, `fusion_` (ranker.fusion.Fusion) and `fusion_report_`.
 
 Score fusion (`ranker.fusion`): when `fusion` is on (the default) and the training queries carry
 `mean_logprob` and/or `vote_keys`, `fit` also cross-fits weights and every score becomes
 a * s_k + b * mean_logprob_k + c * vote_share_k; scoring then needs what was fused (the
-candidates' mean log-probs, their answer keys). `fusion_weights == {"ranker": 1.0}` is the
-hidden-state ranker alone (the paper's ranker; `fusion=False` forces it).
+candidates' mean log-probs, their answer keys). The weights a, b, c depend on the instruction's
+cluster (k-means on the training instructions, the number of clusters cross-validated; see
+`ranker.fusion.Fusion`). `fused == False` is the hidden-state ranker alone (the paper's ranker;
+`fusion=False` forces it).
 
 `predict_proba(instruction, responses) -> (K,)`:
 - pointwise binary (kind="point", loss bce): sigmoid(s_k), each candidate's own probability of being
@@ -37,10 +39,10 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ranker.checkpoint import load_checkpoint, save_checkpoint
+from ranker.checkpoint import load_checkpoint, load_extra_tensors, save_checkpoint
 from ranker.data import QueryLike
 from ranker.fingerprint import FeatureFingerprint
-from ranker.fusion import RANKER_ONLY, fit_weights, fold_indices, fuse, query_signals
+from ranker.fusion import RANKER_ONLY, Fusion, fit_fusion, fold_indices, fuse, query_signals
 from ranker.metrics import RankingMetrics, ranking_metrics
 from ranker.models import Ranker, RankerConfig, build_ranker
 from ranker.training import (
@@ -131,10 +133,10 @@ class LanguageRanker:
         self.model_, self.ranker_config_, self.train_config_ = model, ranker_config, train_config
         self.fingerprint_ = fingerprint
         self.n_features_in_ = hidden_size
-        self.fusion_weights_, self.fusion_ = dict(RANKER_ONLY), None
+        self.fusion_, self.fusion_report_ = Fusion([dict(RANKER_ONLY)]), None
         signals = [{k: v for k, v in query_signals(q).items() if k in train_config.fusion_signals} for q in queries]
         if train_config.fusion and any(signals) and len(queries) >= 2 * train_config.fusion_folds:
-            self.fusion_weights_, self.fusion_ = self._cross_fit_fusion(queries, signals, ranker_config, train_config)
+            self.fusion_, self.fusion_report_ = self._cross_fit_fusion(queries, signals, ranker_config, train_config)
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
@@ -150,7 +152,9 @@ class LanguageRanker:
             for i, scores in zip(held, score_queries(model, [queries[i] for i in held])):
                 oof[i] = scores
         labels = [q.labels.float().cpu() for q in queries]
-        return fit_weights(oof, signals, labels, l2=train_config.fusion_l2)
+        instructions = torch.stack([q.instruction.float().cpu() for q in queries])
+        return fit_fusion(oof, signals, labels, instructions, l2=train_config.fusion_l2,
+                          clusters=train_config.fusion_clusters, seed=train_config.seed)
 
     # --- inference ----------------------------------------------------------------------------
 
@@ -173,17 +177,23 @@ class LanguageRanker:
             raise ValueError("responses is empty: need at least one candidate (K >= 1)")
         device = next(model.parameters()).device
         scores = model(instruction[None].to(device), responses[None].to(device))  # (1, K)
-        return fuse(scores[0].float().cpu(), self.fusion_weights, mean_logprob, vote_keys)
+        return fuse(scores[0].float().cpu(), self.fusion.weights_for(instruction), mean_logprob, vote_keys)
+
+    @property
+    def fusion(self) -> Fusion:
+        """The fitted fusion (ranker.fusion.Fusion): weights per instruction cluster."""
+        return getattr(self, "fusion_", None) or Fusion([dict(RANKER_ONLY)])
 
     @property
     def fusion_weights(self) -> dict[str, float]:
-        """The fitted fusion weights: "ranker" and each fused signal ({"ranker": 1.0}: hidden states only)."""
-        return dict(getattr(self, "fusion_weights_", None) or RANKER_ONLY)
+        """The fusion weights pooled over instruction clusters: "ranker" and each fused signal
+        ({"ranker": 1.0}: hidden states only). Scoring uses the instruction's own cluster's weights."""
+        return self.fusion.summary_weights
 
     @property
     def fused(self) -> bool:
         """True when scores mix in the mean log-prob or the vote share."""
-        return self.fusion_weights != RANKER_ONLY
+        return any(weights != RANKER_ONLY for weights in self.fusion.weights)
 
     def select(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None,
                vote_keys: Sequence | None = None) -> int:
@@ -210,8 +220,9 @@ class LanguageRanker:
     def score_queries(self, queries: Sequence[QueryLike]) -> list[Tensor]:
         """`score` for many queries at once (batched): a list of (K_q,) tensors (fused, as `score`)."""
         raw = score_queries(self._check_fitted(), queries)
-        weights = self.fusion_weights
-        return [fuse(s, weights, getattr(q, "mean_logprob", None), getattr(q, "vote_keys", None)) for s, q in zip(raw, queries)]
+        fusion = self.fusion
+        return [fuse(s, fusion.weights_for(q.instruction), getattr(q, "mean_logprob", None), getattr(q, "vote_keys", None))
+                for s, q in zip(raw, queries)]
 
     def evaluate(self, queries: Sequence[QueryLike]) -> RankingMetrics:
         """Best-of-N, random and oracle accuracy, and AUROC on labelled `queries`."""
@@ -229,14 +240,16 @@ class LanguageRanker:
         if result is not None:
             training_data.update(result.data_summary)
             metrics.update(val=result.val_metrics, wall_time_s=getattr(self, "fit_seconds_", result.wall_time_s),
-                           loss=result.loss_name, fusion_weights=self.fusion_weights, fusion=getattr(self, "fusion_", None))
+                           loss=result.loss_name, fusion_weights=self.fusion_weights,
+                           fusion_cluster_weights=self.fusion.weights, fusion=getattr(self, "fusion_report_", None))
         save_checkpoint(
             path,
             model,
             train_config=self.train_config_,
             fingerprint=self.fingerprint_,
             training_data=training_data,
-            metrics=metrics,
+            metrics={**metrics, "fusion_weights": self.fusion_weights, "fusion_cluster_weights": self.fusion.weights},
+            extra_tensors=None if self.fusion.centroids is None else {"fusion_centroids": self.fusion.centroids},
         )
 
     @classmethod
@@ -259,5 +272,9 @@ class LanguageRanker:
         weights = card.metrics.get("fusion_weights")
         if weights is None:  # cards written before the vote share was fused
             weights = {"ranker": 1.0, "mean_logprob": float(card.metrics.get("logprob_weight", 0.0))}
-        est.fusion_weights_ = {name: float(value) for name, value in weights.items() if value != 0.0 or name == "ranker"}
+        clean = lambda w: {name: float(value) for name, value in w.items() if value != 0.0 or name == "ranker"}  # noqa: E731
+        per_cluster = [clean(w) for w in card.metrics.get("fusion_cluster_weights") or [weights]]
+        centroids = load_extra_tensors(path).get("fusion_centroids")
+        est.fusion_ = Fusion(per_cluster, centroids, clean(weights) if len(per_cluster) > 1 else None)
+        est.fusion_report_ = card.metrics.get("fusion")
         return est

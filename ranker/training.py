@@ -66,6 +66,9 @@ class TrainConfig:
     fusion_folds: int = 4  # cross-fitting folds for the fusion weights
     fusion_l2: float = 0.01  # ridge penalty of the fusion weights' logistic regression (unit-spread signals)
     fusion_signals: tuple[str, ...] = ("mean_logprob", "vote_share")  # which free signals may be fused
+    # Candidate numbers of instruction clusters, each with its own fusion weights; the count is
+    # chosen by cross-validation on the out-of-fold scores (ranker.fusion.fit_fusion). (1,): global weights.
+    fusion_clusters: tuple[int, ...] = (1, 2, 4, 8)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adamw", "sgd"):
@@ -94,6 +97,9 @@ class TrainConfig:
             raise ValueError(f"fusion_folds must be an int >= 2, got {self.fusion_folds!r}")
         if not self.fusion_l2 >= 0:
             raise ValueError(f"fusion_l2 must be >= 0, got {self.fusion_l2!r}")
+        self.fusion_clusters = tuple(self.fusion_clusters)
+        if not self.fusion_clusters or any(not isinstance(k, int) or k < 1 for k in self.fusion_clusters):
+            raise ValueError(f"fusion_clusters must be positive ints, got {self.fusion_clusters!r}")
         self.fusion_signals = tuple(self.fusion_signals)
         unknown = [name for name in self.fusion_signals if name not in ("mean_logprob", "vote_share")]
         if unknown or not self.fusion_signals:

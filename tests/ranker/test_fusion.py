@@ -5,7 +5,7 @@ import torch
 
 from ranker.data import RankingQuery, make_synthetic_queries
 from ranker.estimator import LanguageRanker
-from ranker.fusion import fit_weights, fold_indices, fuse, vote_shares
+from ranker.fusion import fit_fusion, fit_weights, fold_indices, fuse, kmeans, vote_shares
 
 
 def _labels(num_queries=60, k=8, seed=0):
@@ -127,6 +127,7 @@ def test_a_card_from_before_vote_fusion_loads_with_its_logprob_weight(weak_featu
     card_path = next((tmp_path / "old").glob("*.json"))
     card = json.loads(card_path.read_text())
     card["metrics"].pop("fusion_weights")
+    card["metrics"].pop("fusion_cluster_weights")
     card["metrics"]["logprob_weight"] = 0.25
     card["train_config"]["logprob_fusion"] = card["train_config"].pop("fusion")
     card_path.write_text(json.dumps(card))
@@ -149,3 +150,70 @@ def test_fusion_signals_limit_what_is_fused(weak_features):
     assert ranker.score(q.instruction, q.responses, q.mean_logprob).shape == (8,)  # no answer keys needed
     with pytest.raises(ValueError, match="fusion_signals"):
         LanguageRanker(kind="list", fusion_signals=("votes",)).fit(queries)
+
+
+def test_kmeans_finds_two_obvious_groups():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.tensor([1.0, 0.0, 0.0]) + 0.05 * torch.randn(30, 3, generator=gen)
+    b = torch.tensor([0.0, 1.0, 0.0]) + 0.05 * torch.randn(20, 3, generator=gen)
+    centroids, assignment = kmeans(torch.cat([a, b]), 2, seed=0)
+    assert centroids.shape == (2, 3) and torch.allclose(centroids.norm(dim=1), torch.ones(2))
+    assert len(set(assignment[:30].tolist())) == 1 and len(set(assignment[30:].tolist())) == 1
+    assert assignment[0] != assignment[30]
+
+
+def _two_task_data(num_queries=160, k=8, seed=0):
+    """Two kinds of instruction: on one the vote share finds the answer and the log-prob misleads,
+    on the other the reverse. No single set of weights serves both."""
+    gen = torch.Generator().manual_seed(seed)
+    scores, signals, labels, instructions = [], [], [], []
+    for q in range(num_queries):
+        task = q % 2
+        y = torch.zeros(k)
+        y[int(torch.randint(k, (1,), generator=gen))] = 1.0
+        good, bad = 1.0 * y + 0.3 * torch.rand(k, generator=gen), torch.rand(k, generator=gen) - 1.0 * y
+        vote, logprob = (good, bad) if task == 0 else (bad, good)
+        scores.append(0.1 * torch.randn(k, generator=gen))
+        signals.append({"mean_logprob": logprob, "vote_share": vote})
+        labels.append(y)
+        direction = torch.zeros(16)
+        direction[task] = 1.0
+        instructions.append(direction + 0.1 * torch.randn(16, generator=gen))
+    return scores, signals, labels, torch.stack(instructions)
+
+
+def test_fit_fusion_gives_each_kind_of_instruction_its_own_weights():
+    scores, signals, labels, instructions = _two_task_data()
+    fusion, report = fit_fusion(scores, signals, labels, instructions, clusters=(1, 2, 4))
+    assert report["clusters"] >= 2 and fusion.num_clusters == report["clusters"] and report["kept"]
+    by_k = report["cv_best_of_n_by_clusters"]
+    assert by_k[str(report["clusters"])] > by_k["1"] + 0.3  # global weights cannot serve both tasks
+    vote_task, logprob_task = fusion.weights_for(instructions[0]), fusion.weights_for(instructions[1])
+    assert vote_task["vote_share"] > vote_task["mean_logprob"] and logprob_task["mean_logprob"] > logprob_task["vote_share"]
+    with pytest.raises(ValueError, match="features"):
+        fusion.cluster_of(torch.zeros(5))
+
+
+def test_fit_fusion_keeps_one_set_of_weights_when_clusters_do_not_help():
+    labels, gen = _labels(num_queries=120)
+    scores = [torch.randn(8, generator=gen) for _ in labels]
+    signals = [{"mean_logprob": -2.0 + 0.5 * y + 0.05 * torch.randn(8, generator=gen)} for y in labels]  # same everywhere
+    instructions = torch.randn(120, 16, generator=gen)  # no structure
+    fusion, report = fit_fusion(scores, signals, labels, instructions, clusters=(1, 2, 4))
+    assert report["clusters"] == 1 and fusion.centroids is None and fusion.weights[0]["mean_logprob"] > 0
+
+
+def test_clustered_fusion_survives_save_load(tmp_path):
+    scores, signals, labels, instructions = _two_task_data(num_queries=120)
+    queries = [RankingQuery(instructions[q], torch.randn(8, 16), labels[q], str(q), signals[q]["mean_logprob"],
+                            ["right" if y else f"w{k}" for k, y in enumerate(labels[q].tolist())]) for q in range(120)]
+    ranker = LanguageRanker(kind="point", epochs=2, fusion_clusters=(2,)).fit(queries)
+    assert ranker.fusion.num_clusters == 2 and ranker.fusion.centroids.shape == (2, 16)
+    ranker.save(tmp_path / "r")
+    assert (tmp_path / "r" / "extra.safetensors").is_file()
+    loaded = LanguageRanker.load(tmp_path / "r")
+    assert torch.equal(loaded.fusion.centroids, ranker.fusion.centroids) and loaded.fusion.weights == ranker.fusion.weights
+    for q in queries[:4]:
+        assert loaded.fusion.cluster_of(q.instruction) == ranker.fusion.cluster_of(q.instruction)
+        assert torch.equal(loaded.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys),
+                           ranker.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys))
