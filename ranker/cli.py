@@ -154,7 +154,8 @@ def cmd_train(args) -> None:
     params = sum(p.numel() for p in ranker.model_.parameters())
     message = (f"trained {args.kind} ranker: {params:,} parameters, layer {layer}, "
                f"{len(store.problems)} prompts x N={store.num_candidates}, {ranker.fit_seconds_:.1f} s on CPU"
-               + (f", fused: {fusion_text(ranker.fusion_weights)}" if ranker.fused else ""))
+               + (f", fused: {fusion_text(ranker.fusion_weights)}" if ranker.fused else "")
+               + (f" (pooled over {ranker.fusion.num_clusters} instruction clusters)" if ranker.fusion.num_clusters > 1 else ""))
     if val_store is not None:
         scores = score_store(ranker, val_store)
         accuracy = evaluate_selection(val_store, {"ranker": subset_scorer(ranker, val_store)})
