@@ -25,6 +25,12 @@ ranker that has memorised its own training data:
 4. keep the fit only if its out-of-fold best-of-N is at least the ranker's alone; otherwise the
    weights are {"ranker": 1.0} (fusion off).
 
+Signals do not help every task alike, so the weights may depend on the instruction (`Fusion`,
+`fit_fusion`): the training instructions are clustered, each cluster gets its own weights
+(shrunk towards the global ones), and the number of clusters is chosen by cross-validation
+over the training queries' out-of-fold scores. Step 4 then compares the cross-validated
+best-of-N of the chosen weights with the ranker alone.
+
 A signal that some training query lacks (no log-probs, no answer keys) is not fused, and neither
 is one that never varies within a query.
 """
@@ -290,15 +296,15 @@ def fit_fusion(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tens
     fitted on every query. If the winner does not beat the ranker alone, fusion is off.
     """
     Q = len(labels)
+    if Q < 2 * folds:  # too few queries to cross-validate clusters: one set of weights, checked in sample
+        weights, report = fit_weights(oof_scores, signals, labels, l2)
+        return Fusion([weights]), {**report, "clusters": 1}
     ranker_alone = _best_of_n(oof_scores, labels)
-    parts = fold_indices(Q, folds, seed) if Q >= 2 * folds else None
+    parts = fold_indices(Q, folds, seed)
     results, assignments = {}, {}
     for k in sorted(set(int(k) for k in clusters if 1 <= int(k) <= max(1, Q // MIN_CLUSTER_QUERIES))):
         centroids, assignment = kmeans(instructions, k, seed) if k > 1 else (None, torch.zeros(Q, dtype=torch.long))
         assignments[k] = (centroids, assignment)
-        if parts is None:
-            results[k] = -1.0
-            continue
         hits = 0.0
         for held in parts:
             rest = sorted(set(range(Q)) - set(held))
@@ -312,7 +318,7 @@ def fit_fusion(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tens
     report = {"oof_best_of_n_ranker": ranker_alone, "cv_best_of_n_by_clusters": {str(k): v for k, v in results.items()},
               "clusters": best_k, "global_weights": global_weights, "l2": l2,
               "cluster_sizes": [int((assignment == c).sum()) for c in range(best_k)]}
-    if parts is not None and results[best_k] < ranker_alone:
+    if results[best_k] < ranker_alone:
         report["kept"] = False
         return Fusion([dict(RANKER_ONLY)]), report
     report["kept"] = True
