@@ -1,4 +1,6 @@
-"""Save and load a trained ranker as a folder: `model.safetensors` + `card.json`.
+"""Save and load a trained ranker as a folder: `model.safetensors` + `card.json`, plus
+`extra.safetensors` when the fitted ranker holds tensors outside the network (the fusion's
+instruction centroids).
 
 The card holds everything needed to rebuild and to judge the ranker:
     format, format_version, ranker_config, train_config, fingerprint (FeatureFingerprint.to_dict()),
@@ -6,7 +8,7 @@ The card holds everything needed to rebuild and to judge the ranker:
 Loading rebuilds the model from `ranker_config` and, given the fingerprint of the features it will
 be fed, refuses (ValueError saying why) when they come from another base model or layer.
 
-Writes are atomic: both files go to a temporary folder next to the target, which then replaces the
+Writes are atomic: all files go to a temporary folder next to the target, which then replaces the
 target with `os.replace`. A reader sees the old checkpoint or the new one, never half of one. (An
 existing checkpoint is first renamed aside, since a folder cannot replace a non-empty folder; for
 that instant the path is absent.)
