@@ -2,7 +2,7 @@
 
 Layout under `root`:
     registry.json                      index of every version (written to a temp file, then os.replace)
-    <profile>/v0001/                   a checkpoint folder (model.safetensors, card.json) + entry.json
+    <profile>/v0001/                   a checkpoint folder (model.safetensors, card.json[, extra.safetensors]) + entry.json
     <profile>/v0002/ ...
 
 Each version folder is written with `ranker.atomic.atomic_folder`, before the index names it, so
