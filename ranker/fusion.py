@@ -94,28 +94,27 @@ def fuse(scores: Tensor, weights: Mapping[str, float], mean_logprob: Tensor | No
     weights = dict(weights) or RANKER_ONLY
     if all(weights.get(name, 0.0) == 0.0 for name in SIGNALS) and weights.get("ranker", 1.0) == 1.0:
         return scores
-    fused = weights.get("ranker", 1.0) * scores
-    K = scores.shape[0]
+    terms, signals = {"ranker": weights.get("ranker", 1.0)}, {}
     if weights.get("mean_logprob", 0.0) != 0.0:
         if mean_logprob is None:
             raise ValueError(
                 f"this ranker fuses its scores with the candidates' mean log-prob (weight {weights['mean_logprob']:.4g}); "
                 "pass mean_logprob, a (K,) tensor"
             )
-        mean_logprob = torch.as_tensor(mean_logprob, dtype=scores.dtype, device=scores.device).flatten()
-        if mean_logprob.shape != scores.shape:
-            raise ValueError(f"mean_logprob has shape {tuple(mean_logprob.shape)}, expected {tuple(scores.shape)}")
-        fused = fused + weights["mean_logprob"] * mean_logprob
+        signals["mean_logprob"] = torch.as_tensor(mean_logprob, dtype=scores.dtype, device=scores.device).flatten()
+        if signals["mean_logprob"].shape != scores.shape:
+            raise ValueError(f"mean_logprob has shape {tuple(signals['mean_logprob'].shape)}, expected {tuple(scores.shape)}")
     if weights.get("vote_share", 0.0) != 0.0:
         if vote_keys is None:
             raise ValueError(
                 f"this ranker fuses its scores with the candidates' vote share (weight {weights['vote_share']:.4g}); "
                 "pass vote_keys, one answer key per candidate (ranker.tasks.voting; None where a candidate has no answer)"
             )
-        if len(vote_keys) != K:
-            raise ValueError(f"got {len(vote_keys)} vote_keys for {K} candidates")
-        fused = fused + weights["vote_share"] * vote_shares(vote_keys).to(scores.device, scores.dtype)
-    return fused
+        if len(vote_keys) != scores.shape[0]:
+            raise ValueError(f"got {len(vote_keys)} vote_keys for {scores.shape[0]} candidates")
+        signals["vote_share"] = vote_shares(vote_keys).to(scores.device)
+    terms.update({name: weights[name] for name in signals})
+    return _combine(terms, scores, signals).to(scores.dtype)
 
 
 def _within_spread(values: Sequence[Tensor]) -> float:
@@ -191,7 +190,7 @@ def fit_weights(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Ten
     optimizer.step(closure)
     standardised = {name: float(value) for name, value in zip(used, w.detach())}
     weights = {name: standardised[name] / spreads[name] for name in used}
-    fused = [sum(weights[name] * columns[name][q].double() for name in used) for q in range(len(labels))]
+    fused = [_combine(weights, oof_scores[q], signals[q]) for q in range(len(labels))]
     fused_accuracy = _best_of_n(fused, labels)
     kept = fused_accuracy >= ranker_alone or not check
     report.update(oof_best_of_n_fused=fused_accuracy, standardised=standardised, kept=kept)

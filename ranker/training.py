@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ranker.data import FeaturePool, GroupIndex, QueryLike, collate, pad_queries, pointwise_examples, sample_groups
+from ranker.fusion import SIGNALS
 from ranker.losses import LOSSES, default_loss, get_loss
 from ranker.metrics import RankingMetrics, ranking_metrics
 from ranker.models import Ranker
@@ -65,7 +66,7 @@ class TrainConfig:
     fusion: bool = True
     fusion_folds: int = 4  # cross-fitting folds for the fusion weights
     fusion_l2: float = 0.01  # ridge penalty of the fusion weights' logistic regression (unit-spread signals)
-    fusion_signals: tuple[str, ...] = ("mean_logprob", "vote_share")  # which free signals may be fused
+    fusion_signals: tuple[str, ...] = SIGNALS  # which free signals (ranker.fusion) may be fused
     # Candidate numbers of instruction clusters, each with its own fusion weights; the count is
     # chosen by cross-validation on the out-of-fold scores (ranker.fusion.fit_fusion). (1,): global weights.
     fusion_clusters: tuple[int, ...] = (1, 2, 4, 8)
@@ -101,9 +102,9 @@ class TrainConfig:
         if not self.fusion_clusters or any(not isinstance(k, int) or k < 1 for k in self.fusion_clusters):
             raise ValueError(f"fusion_clusters must be positive ints, got {self.fusion_clusters!r}")
         self.fusion_signals = tuple(self.fusion_signals)
-        unknown = [name for name in self.fusion_signals if name not in ("mean_logprob", "vote_share")]
+        unknown = [name for name in self.fusion_signals if name not in SIGNALS]
         if unknown or not self.fusion_signals:
-            raise ValueError(f"fusion_signals must be a non-empty subset of ('mean_logprob', 'vote_share'), got {self.fusion_signals!r}")
+            raise ValueError(f"fusion_signals must be a non-empty subset of {SIGNALS}, got {self.fusion_signals!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
