@@ -260,13 +260,14 @@ def run_method(args) -> None:
         from ranker.pipeline import score_store, subset_scorer
 
         scores = score_store(model, test)
+    else:
+        scores = model.score_store(test)
+    details["score_store_seconds"] = time.perf_counter() - start
+    if args.method in RANKERS:
         # A ranker's scores depend on the candidate set (ListRanker, vote share): each drawn subset is
         # scored on its own, so its accuracy is computed here, on the same subsets as in the parent.
         details["accuracy_by_n"] = {n: evaluate_selection(test, {"ranker": subset_scorer(model, test)}, n=n, draws=args.draws,
                                                           seed=args.seed)["ranker"] for n in SCALING_NS if n <= args.n}
-    else:
-        scores = model.score_store(test)
-    details["score_store_seconds"] = time.perf_counter() - start
     prompts = scoring_prompts(test, args.scoring_prompts)
     times = scoring_timings(scoring_calls(args.method, model, test, prompts, args.n), args.scoring_repeats)
     log(f"scoring one prompt x N={args.n}: median {statistics.median(times) * 1e3:.2f} ms over {len(times)} timings")
