@@ -56,7 +56,8 @@ def cross_validate(train: FeatureStore, layer: int, folds: int = 5) -> list[dict
             test = train.subset(held)
             for part in ("all", FOCUS):
                 index = [i for i, f in enumerate(test.families) if part in ("all", f)]
-                accuracy = evaluate_selection(test.subset(index), {"ranker": subset_scorer(ranker, test.subset(index))})
+                subset = test.subset(index)
+                accuracy = evaluate_selection(subset, {"ranker": subset_scorer(ranker, subset)})
                 rows += [{"evaluation": "cv", "kind": kind, "config": name, "n": train.num_candidates, "part": part,
                           "seed": 0, "fold": fold, "prompts": len(index), "method": method, "accuracy": value}
                          for method, value in accuracy.items() if method in ("ranker", "max_logprob", "majority")]
