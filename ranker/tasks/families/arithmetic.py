@@ -16,8 +16,8 @@ class Arithmetic(Family):
     """Integer arithmetic, e.g. "What is 47 + 38? Answer with just the number."
 
     Difficulty levels:
-      1. one-digit operands, + - * (differences never negative)
-      2. two-digit + and -, two-digit times one-digit (default)
+      1. one-digit operands, + - * (differences never negative) (default)
+      2. two-digit + and -, two-digit times one-digit
       3. two-digit operands for all three operations; differences may be negative
       4. three-digit + and -, two-digit times two-digit
       5. three two-digit operands with mixed operations ("12 + 34 * 5", usual precedence)
