@@ -240,14 +240,14 @@ class LanguageRanker:
         if result is not None:
             training_data.update(result.data_summary)
             metrics.update(val=result.val_metrics, wall_time_s=getattr(self, "fit_seconds_", result.wall_time_s),
-                           loss=result.loss_name, fusion_weights=self.fusion_weights,
-                           fusion_cluster_weights=self.fusion.weights, fusion=getattr(self, "fusion_report_", None))
+                           loss=result.loss_name, fusion=getattr(self, "fusion_report_", None))
         save_checkpoint(
             path,
             model,
             train_config=self.train_config_,
             fingerprint=self.fingerprint_,
             training_data=training_data,
+            # Fitted or loaded, the weights come from self.fusion, so a card always holds the ones in use.
             metrics={**metrics, "fusion_weights": self.fusion_weights, "fusion_cluster_weights": self.fusion.weights},
             extra_tensors=None if self.fusion.centroids is None else {"fusion_centroids": self.fusion.centroids},
         )
