@@ -22,8 +22,14 @@
 5. The new ranker is registered either way (refused versions are kept, not current).
    With fewer than `min_labels` usable training labels nothing is trained or registered.
 
-`RetrainJob` runs `retrain_once` on a daemon thread, one at a time, after every `every_k_labels`
-new labels or on `trigger()`, and reports through `status()`; its errors never reach the caller.
+Before step 1's split, labels on verifiable prompts are checked against the task checker and
+distrusted annotators are dropped (`labeling.trust`), when a `verifier` is given.
+
+`RetrainJob` holds one profile's retrain state and reports it through `status()`; its errors
+never reach the caller. Its retrains run on a `RetrainWorker`: one daemon thread, at a lowered
+CPU priority, that runs every profile's retrains one at a time in the order they were asked
+for, from a bounded queue, so any number of profiles never means more than one training at once.
+A job retrains after every `every_k_labels` new labels or on `trigger()`.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,6 +49,7 @@ import torch
 
 from labeling.registry import RankerRegistry
 from labeling.store import DEFAULT_PROFILE, LabeledPreference, LabelStore
+from labeling.trust import TaskVerifier, TrustConfig, filter_trusted
 from ranker.data import RankingQuery, preference_to_query, preferences_to_queries
 from ranker.estimator import TRAIN_PARAMS, LanguageRanker
 from ranker.evaluation import evaluate_selection
@@ -100,6 +108,8 @@ class RetrainResult:
     train_labels: int = 0
     validation_labels: int = 0
     skipped_labels: int = 0  # labels whose features come from another layer or model
+    distrusted_labels: int = 0  # dropped by labeling.trust (disagreeing with the checker, or distrusted annotators)
+    distrusted_annotators: list[str] = field(default_factory=list)
     seconds: float = 0.0
     ranker: LanguageRanker | None = field(default=None, repr=False)  # the new ranker (None when skipped)
 
@@ -177,18 +187,23 @@ def retrain_once(
     current: LanguageRanker | None,
     config: RetrainConfig,
     profile: str = DEFAULT_PROFILE,
+    verifier: TaskVerifier | None = None,
+    trust: TrustConfig | None = None,
 ) -> RetrainResult:
-    """Train, validate against `current`, register; see the module docstring for the rule."""
+    """Train, validate against `current`, register; see the module docstring for the rule.
+
+    verifier: checks labels on task prompts (`labeling.trust`); None uses every label.
+    """
     start = time.perf_counter()
-    preferences = label_store.preferences(profile=profile)
+    preferences, report = filter_trusted(label_store.preferences(profile=profile), label_store, verifier, trust)
     if config.layer is not None:
         layer = config.layer
     elif base_train is not None:
         layer = base_train.layers[0]
     elif preferences:
         layer = Counter(p.layer for p in preferences).most_common(1)[0][0]
-    else:
-        raise ValueError(f"nothing to train on: no base_train store and no labels for profile {profile!r}")
+    else:  # no task store and no usable label: nothing to train on (skipped below)
+        layer = -1
     fingerprint = _feature_fingerprint(base_train, preferences, layer)
     hidden_size = base_train.instruction.shape[-1] if base_train is not None else None
     usable = [p for p in preferences if _compatible(p, layer, fingerprint, hidden_size)]
@@ -196,7 +211,9 @@ def retrain_once(
     held_ids = {p.label_id for p in held_out}
     train_labels = preferences_to_queries([p for p in usable if p.label_id not in held_ids])
     counts = dict(label_count=len(usable), train_labels=len(train_labels), validation_labels=len(held_out),
-                  skipped_labels=len(preferences) - len(usable))
+                  skipped_labels=len(preferences) - len(usable),
+                  distrusted_labels=report.dropped_disagreeing + report.dropped_distrusted,
+                  distrusted_annotators=report.distrusted)
     if len(train_labels) < config.min_labels:
         reason = f"skipped: {len(train_labels)} usable training labels < min_labels {config.min_labels}"
         return RetrainResult(None, False, reason, {}, {}, **counts, seconds=time.perf_counter() - start)
@@ -241,12 +258,75 @@ def _platt(ranker: LanguageRanker, queries: list[RankingQuery]) -> tuple[float, 
     return fit_platt(scores, labels)
 
 
+class RetrainWorker:
+    """One thread that runs every profile's retrains, one at a time, first asked first run.
+
+    `max_queued` bounds the queue (a job is queued at most once); `nice` lowers the thread's CPU
+    priority (Linux: per thread), so labels and page loads stay quick while it trains.
+    """
+
+    def __init__(self, max_queued: int = 32, nice: int = 10):
+        if not isinstance(max_queued, int) or max_queued < 1:
+            raise ValueError(f"max_queued must be an int >= 1, got {max_queued!r}")
+        self.max_queued, self.nice = max_queued, nice
+        self._queue: deque[RetrainJob] = deque()
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.current: RetrainJob | None = None
+
+    def submit(self, job: "RetrainJob") -> None:
+        """Queue `job` (the caller makes sure it is not queued or running already); ValueError when full."""
+        with self._condition:
+            if self._stopped:
+                raise ValueError("the retrain worker is stopped")
+            if len(self._queue) >= self.max_queued:
+                raise ValueError(f"{len(self._queue)} retrains are queued already (the limit); try again later")
+            self._queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="retrain-worker", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+
+    def queued(self) -> list[str]:
+        """Profiles waiting, in order (the running one not included)."""
+        with self._condition:
+            return [job.profile for job in self._queue]
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Run nothing more; wait up to `timeout` for the retrain in progress."""
+        with self._condition:
+            self._stopped = True
+            self._queue.clear()
+            self._condition.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+            pass
+        while True:
+            with self._condition:
+                while not self._queue and not self._stopped:
+                    self._condition.wait()
+                if self._stopped:
+                    return
+                self.current = self._queue.popleft()
+            try:
+                self.current._run()
+            finally:
+                self.current = None
+
+
 class RetrainJob:
-    """Background retrains for one profile: at most one at a time, on a daemon thread.
+    """One profile's retrains: when to run, what the last one did, and the rollback.
 
     The current ranker is the registry's current version of the profile when it has one, else
-    `current` (e.g. the shipped ranker). `on_promoted(version, ranker)` is called on the job's
+    `current` (e.g. the shipped ranker). `on_promoted(version, ranker)` is called on the worker's
     thread whenever the live version changes (promotion, or `rollback`), so the app can swap it in.
+    worker: shared by every profile's job (the app's one training lane); None gives this job its own.
     """
 
     def __init__(
@@ -260,14 +340,20 @@ class RetrainJob:
         current: LanguageRanker | None = None,
         profile: str = DEFAULT_PROFILE,
         on_promoted: Callable[[str, LanguageRanker], None] | None = None,
+        worker: RetrainWorker | None = None,
+        verifier: TaskVerifier | None = None,
+        trust: TrustConfig | None = None,
     ):
         self.label_store, self.registry = label_store, registry
         self.config = config or RetrainConfig()
         self.base_train, self.val_store, self.profile = base_train, val_store, profile
         self.on_promoted = on_promoted
+        self.worker = worker or RetrainWorker(max_queued=1)
+        self.verifier, self.trust = verifier, trust
         self._fallback_current = current
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._done.set()
         self._state = "idle"
         self._labels_at_last_run = 0
         self._last_result: RetrainResult | None = None
@@ -281,27 +367,32 @@ class RetrainJob:
         return self.registry.load(version, self.profile) if version is not None else self._fallback_current
 
     def notify_labels(self) -> bool:
-        """Call after each new label; starts a retrain once `every_k_labels` new labels have come in."""
+        """Call after each new label; queues a retrain once `every_k_labels` new labels have come in."""
         k = self.config.every_k_labels
         if k == 0 or self.label_store.count(profile=self.profile) - self._labels_at_last_run < k:
             return False
-        return self.trigger(reason=f"{k} new labels")
+        try:
+            return self.trigger(reason=f"{k} new labels")
+        except ValueError:  # the queue is full: the next label tries again
+            return False
 
     def trigger(self, reason: str = "button") -> bool:
-        """Start a retrain in the background now; False (and nothing started) if one is running."""
+        """Queue a retrain now; False (nothing queued) if one is queued or running. ValueError if the queue is full."""
         with self._lock:
-            if self._state == "running":
+            if self._state in ("queued", "running"):
                 return False
-            self._state, self._last_trigger, self._started, self._finished = "running", reason, time.time(), None
+            self.worker.submit(self)
+            self._state, self._last_trigger, self._started, self._finished = "queued", reason, None, None
             self._labels_at_last_run = self.label_store.count(profile=self.profile)
-            self._thread = threading.Thread(target=self._run, name=f"retrain-{self.profile}", daemon=True)
-            self._thread.start()
+            self._done.clear()
         return True
 
     def _run(self) -> None:
+        with self._lock:
+            self._state, self._started = "running", time.time()
         try:
             result = retrain_once(self.label_store, self.registry, self.base_train, self.val_store,
-                                  self._current_ranker(), self.config, self.profile)
+                                  self._current_ranker(), self.config, self.profile, self.verifier, self.trust)
             with self._lock:
                 self._last_result = result
             if result.promoted and self.on_promoted is not None:
@@ -312,26 +403,25 @@ class RetrainJob:
             logger.exception("retrain of profile %r failed", self.profile)
             with self._lock:
                 self._last_error, self._state, self._finished = f"{type(error).__name__}: {error}", "failed", time.time()
+        finally:
+            self._done.set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the running retrain (if any) ends; True if none is running afterwards."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return self._state != "running"
+        """Block until the queued or running retrain (if any) ends; True if none is pending afterwards."""
+        return self._done.wait(timeout)
 
     def rollback(self, to: str | None = None) -> str:
         """`registry.rollback` for this profile, then `on_promoted` with the restored ranker; returns its version."""
         with self._lock:
-            if self._state == "running":
-                raise ValueError("a retrain is running; roll back after it finishes")
+            if self._state in ("queued", "running"):
+                raise ValueError(f"a retrain of {self.profile!r} is {self._state}; roll back after it finishes")
             version = self.registry.rollback(self.profile, to=to)
         if self.on_promoted is not None:
             self.on_promoted(version, self.registry.load(version, self.profile))
         return version
 
     def status(self) -> dict:
-        """State for the UI: idle/running/failed, label counts, the last result or error, and the history."""
+        """State for the UI: idle/queued/running/failed, label counts, the last result or error, and the history."""
         with self._lock:
             count = self.label_store.count(profile=self.profile)
             result = self._last_result
@@ -344,6 +434,7 @@ class RetrainJob:
                 "last_trigger": self._last_trigger,
                 "started": self._started,
                 "finished": self._finished,
+                "queued_profiles": self.worker.queued(),
                 "last_result": result.to_dict() if result else None,
                 "last_reason": result.reason if result else None,
                 "last_metrics": dict(result.metrics) if result else None,

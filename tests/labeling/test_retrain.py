@@ -177,6 +177,10 @@ def test_background_job_runs_off_thread_and_reports(tmp_path, data, monkeypatch)
     start = time.perf_counter()
     assert job.trigger("button") is True
     assert time.perf_counter() - start < 1.0
+    assert job.status()["state"] in ("queued", "running")
+    deadline = time.monotonic() + 10
+    while not threads and time.monotonic() < deadline:  # the worker picks it up
+        time.sleep(0.01)
     status = job.status()
     assert status["state"] == "running" and status["last_trigger"] == "button" and status["last_result"] is None
     assert job.trigger() is False  # one at a time
@@ -201,7 +205,7 @@ def test_background_job_runs_off_thread_and_reports(tmp_path, data, monkeypatch)
 def test_notify_labels_triggers_every_k(tmp_path, data, monkeypatch):
     calls = []
 
-    def fake(label_store, registry, base_train, val_store, current, config, profile):
+    def fake(label_store, registry, base_train, val_store, current, config, profile, *trust):
         calls.append(label_store.count())
         return RetrainResult(None, False, "skipped: test", {}, {})
 
