@@ -7,6 +7,7 @@ named in LANGUAGE_RANKER_MODEL). Small by default, so it finishes in minutes on 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 from ranker.base_model import BaseModel
@@ -40,13 +41,17 @@ class BootstrapConfig:
             raise ValueError(f"kind must be 'list' or 'point', got {self.kind!r}")
 
 
-def bootstrap_ranker(base: BaseModel, config: BootstrapConfig | None = None, progress: Progress | None = None) -> LanguageRanker:
-    """Sample the suite with `base`, label with the checkers, and train a ranker on its features."""
+def bootstrap_ranker(base: BaseModel, config: BootstrapConfig | None = None, progress: Progress | None = None,
+                     lane: contextlib.AbstractContextManager | None = None) -> LanguageRanker:
+    """Sample the suite with `base`, label with the checkers, and train a ranker on its features.
+
+    lane: held around each sampling call (see `ranker.build.build_store`); training runs outside it.
+    """
     config = config or BootstrapConfig()
     problems = [p for family in config.families for p in split(family, config.prompts_per_family, 0, seed=config.seed).train]
     sampling = SamplingConfig(num_candidates=config.num_candidates, max_new_tokens=config.max_new_tokens, seed=config.seed)
     store = build_store(base, problems, sampling, config.layer, prompts_per_call=max(1, 128 // config.num_candidates),
-                        progress=progress)
+                        progress=progress, lane=lane)
     ranker = train_on_store(store, store.layers[0], kind=config.kind, seed=config.seed)
     ranker.training_data_["bootstrap"] = asdict(config)
     return ranker

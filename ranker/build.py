@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,11 +26,15 @@ def build_store(
     *,
     prompts_per_call: int = 8,
     progress: Progress | None = None,
+    lane: contextlib.AbstractContextManager | None = None,
 ) -> FeatureStore:
     """Sample `sampling.num_candidates` answers for every problem and record everything.
 
     Problems are sampled `prompts_per_call` at a time; the seed is offset per call so that
     calls differ but the whole build is reproducible.
+
+    lane: a context manager held around each sampling call (the app's `ModelLane`), so other
+    users of the same model get their turn between calls; None holds nothing.
     """
     for problem in problems:
         if problem.checker not in VERIFIABLE_CHECKERS:
@@ -43,7 +48,8 @@ def build_store(
         chunk = list(problems[first : first + prompts_per_call])
         seed = None if sampling.seed is None else sampling.seed + call
         config = SamplingConfig(**{**sampling.to_dict(), "seed": seed})
-        results = sample_candidates_batch(base, [p.prompt for p in chunk], config, layers, max_rows=len(chunk) * n)
+        with lane or contextlib.nullcontext():
+            results = sample_candidates_batch(base, [p.prompt for p in chunk], config, layers, max_rows=len(chunk) * n)
         generation_seconds += results[0].generation_seconds
         for offset, (problem, result) in enumerate(zip(chunk, results)):
             texts = [c.text for c in result.candidates]
