@@ -631,6 +631,14 @@ class LabelStore:
             })
         return label_id
 
+    def label_for_key(self, annotator: str, client_key: str) -> str | None:
+        """The label_id stored under (annotator, client_key), or None: lets a caller see a retry coming."""
+        annotator, client_key = _check_annotator(annotator), _check_client_key(client_key)
+        with self._connect() as conn:
+            row = conn.execute("SELECT label_id FROM labels WHERE annotator = ? AND client_key = ?",
+                               (annotator, client_key)).fetchone()
+        return None if row is None else row[0]
+
     def undo_last(self, annotator: str) -> str | None:
         """Mark `annotator`'s latest label that is not undone as undone; its label_id, or None if none."""
         annotator = _check_annotator(annotator)

@@ -1,0 +1,500 @@
+"""`RankerService`: the application behind the app, the HTTP API and the tests, with one set of checks.
+
+    service = RankerService(ServiceConfig.from_env(ROOT))      # opens the label store and registry
+    service.start(load_base_model())                           # rankers, reward model, retrain worker, backup
+    caller = service.identify(request)                         # who is asking (labeling.identity)
+    generation = service.generate(caller, "What is 7 + 5?", n=8)
+    service.label(caller, generation.request_id, "3", client_key="k1")
+
+What it owns, and why here rather than in the UI:
+- **Limits** (`labeling.limits`): every argument is checked, and the prompt's token count
+  measured, before any model work.
+- **Identity and roles** (`labeling.identity`): the annotator id comes from the request; admin
+  actions call `Caller.require_admin`.
+- **Rate limits** (`labeling.ratelimit`): labels and generations, per annotator and per client.
+- **One model lane** (`labeling.lane`): user generations, the reward model's pass and the
+  bootstrap's sampling all hold `self.lane` while they use the base model.
+- **One retrain worker** (`labeling.retrain.RetrainWorker`) for every profile, with a queue.
+- **The live rankers in memory**: each profile's current version is loaded once and swapped
+  when a version is promoted or rolled back, never reloaded per request.
+- **Trust** (`labeling.trust`): labels on task prompts are checked before a retrain uses them.
+- **Backup** (`labeling.sync`): labels and ranker versions are restored at start and pushed.
+
+Labels are idempotent by client key (`LabelStore.add_label`), and a request id is a capability:
+anyone who was shown a request (its id is 128 random bits) may label it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labeling.identity import AccessConfig, Caller, identify
+from labeling.lane import ModelLane
+from labeling.limits import ServiceLimits, check_prompt, check_sampling, clean_text
+from labeling.ratelimit import RateLimiter, RateLimits
+from labeling.registry import RankerRegistry, check_profile
+from labeling.retrain import RetrainConfig, RetrainJob, RetrainWorker, learning_curve
+from labeling.store import DEFAULT_PROFILE, LabelStore
+from labeling.trust import TaskVerifier, TrustConfig
+from ranker.base_model import BaseModel
+from ranker.estimator import LanguageRanker
+from ranker.fingerprint import FeatureFingerprint
+from ranker.serving import RankedCandidates, rank_prompt
+from ranker.store import FeatureStore
+
+logger = logging.getLogger(__name__)
+
+LATEST = "latest retrained"
+LIST, POINT = "shipped ListRanker", "shipped PointRanker"
+CHOICE_WORDS = ("tie", "all_bad", "skip")
+REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+VERSION_CHOICE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/(v\d{4,})$")
+SHOWN_REQUESTS = 10_000  # display orders kept in memory (older requests fall back to the stored ranker order)
+LOADED_VERSIONS = 8  # explicitly chosen registry versions kept loaded
+
+
+@dataclass
+class ServiceConfig:
+    """Where everything lives and what is allowed; `from_env` reads the documented variables."""
+
+    data_dir: Path
+    shipped_rankers: dict[str, Path] = field(default_factory=dict)  # picker name -> checkpoint folder
+    reward_model: Path | None = None  # the shipped RM (base) folder
+    task_data: Path | None = None  # folder with train/ and val/ feature stores (retrain and trust)
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
+    rates: RateLimits = field(default_factory=RateLimits)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
+    max_profiles: int = 256  # profiles with a retrain job; free text must not mean unbounded state
+    max_queued_retrains: int = 32
+    hub_backup: bool = True  # restore from / push to LANGUAGE_RANKER_HUB_DATASET when configured
+
+    @classmethod
+    def from_env(cls, root: Path, environ: Mapping[str, str] | None = None, server_name: str = "127.0.0.1") -> "ServiceConfig":
+        """The app's configuration: assets under `root`, the rest from the environment."""
+        from labeling.sync import default_data_dir
+
+        environ = os.environ if environ is None else environ
+        assets = Path(root) / "assets"
+        every = environ.get("LANGUAGE_RANKER_RETRAIN_EVERY", "20")
+        try:
+            retrain = RetrainConfig(every_k_labels=int(every))
+        except ValueError:
+            raise ValueError(f"LANGUAGE_RANKER_RETRAIN_EVERY must be a whole number >= 0, got {every!r}") from None
+        return cls(
+            data_dir=default_data_dir(environ),
+            shipped_rankers={LIST: assets / "rankers" / "default-list", POINT: assets / "rankers" / "default-point"},
+            reward_model=assets / "reward" / "rm-base",
+            task_data=assets / "task_data",
+            limits=ServiceLimits.from_env(environ),
+            rates=RateLimits.from_env(environ),
+            access=AccessConfig.from_env(environ, server_name),
+            retrain=retrain,
+        )
+
+
+@dataclass
+class Generation:
+    """One generate call's outcome: the stored request id, what was sampled, and the order shown."""
+
+    request_id: str
+    result: RankedCandidates
+    order: list[int]  # candidate indices in display order
+    blind: bool
+    ranker_name: str
+    ranker: LanguageRanker | None
+    prompt_tokens: int
+
+    def rows(self) -> list[dict]:
+        """JSON rows in display order; blind rows carry only position, candidate index and text."""
+        rows = self.result.rows(self.order)
+        if self.blind:
+            return [{"position": i + 1, "candidate": r["candidate"], "text": r["text"]} for i, r in enumerate(rows)]
+        return rows
+
+
+def stored_rows(request: dict, order: list[int]) -> list[dict]:
+    """Table rows rebuilt from a stored request, in `order` (the scores revealed after a blind label)."""
+    scores, rm, probs = request.get("ranker_scores"), request.get("rm_scores"), request.get("probabilities")
+    n = len(request["candidates"])
+    ranked = sorted(range(n), key=lambda i: -scores[i]) if scores else list(range(n))
+    rm_ranked = sorted(range(n), key=lambda i: -rm[i]) if rm else None
+    return [{"candidate": index, "rank": ranked.index(index) + 1 if scores else None, "text": request["candidates"][index],
+             "ranker_score": scores[index] if scores else None, "p_correct": probs[index] if probs else None,
+             "rm_score": rm[index] if rm else None, "rm_rank": rm_ranked.index(index) + 1 if rm_ranked else None,
+             "mean_logprob": request["mean_logprobs"][index], "tokens": request["num_tokens"][index],
+             "finish": request["finish_reasons"][index]} for index in order]
+
+
+def load_reward_model(path: Path | None, base: BaseModel):
+    """The shipped RM (base) if it was trained on this base model; else None and why."""
+    if path is None:
+        return None, "no reward model configured"
+    from ranker.reward.estimator import BaseRewardModel
+
+    try:
+        return BaseRewardModel.load(path, base), "RM (base): SmolLM2-135M + LoRA, trained on the task suite"
+    except (ValueError, OSError) as error:
+        return None, f"no reward model for this base model ({error})"
+
+
+class RankerService:
+    """Shared, thread-safe application state and every action the app offers (module docstring)."""
+
+    def __init__(self, config: ServiceConfig, run_on_device: Callable[[Callable], Callable] | None = None):
+        """Opens (creating if needed) the label store and the ranker registry under `config.data_dir`.
+
+        run_on_device: wraps the sampling call (ZeroGPU's `spaces.GPU` on a Space); identity elsewhere.
+        """
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:  # owner only: sandboxed code runs as another user where it can (ranker.tasks.sandbox)
+            os.chmod(self.data_dir, 0o700)
+        except OSError as error:
+            logger.warning("could not make %s private: %s", self.data_dir, error)
+        self.labels = LabelStore(self.data_dir)
+        self.registry = RankerRegistry(self.data_dir / "rankers")
+        self.lane = ModelLane()
+        self.worker = RetrainWorker(max_queued=config.max_queued_retrains)
+        rates = config.rates
+        self._label_rates = (RateLimiter(rates.labels_per_annotator, "labels"), RateLimiter(rates.labels_per_client, "labels"))
+        self._generation_rates = (RateLimiter(rates.generations_per_annotator, "generations"),
+                                  RateLimiter(rates.generations_per_client, "generations"))
+        self._sample = (run_on_device or (lambda fn: fn))(self._sample_in_lane)
+        self._lock = threading.RLock()
+        self.base: BaseModel | None = None
+        self.rm = None
+        self.rm_note = "no reward model"
+        self.notes: dict[str, str] = {}
+        self.shipped: dict[str, LanguageRanker] = {}
+        self.jobs: dict[str, RetrainJob] = {}
+        self._job_setup: dict = {}
+        self._live: dict[str, tuple[str, LanguageRanker]] = {}  # profile -> (current version, its ranker)
+        self._versions: OrderedDict[tuple[str, str], LanguageRanker] = OrderedDict()
+        self._shown: OrderedDict[str, tuple[list[int], bool, str]] = OrderedDict()  # request -> (order, blind, profile)
+        self.bootstrap_state = ""
+        self.backup = None
+        self.backup_note = "Hub backup not started"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, base: BaseModel, train_store: FeatureStore | None = None, val_store: FeatureStore | None = None,
+              backup=None) -> "RankerService":
+        """Use `base`: restore the backup, load the rankers and the RM that fit it, set up retraining.
+
+        train_store/val_store: the task features the retrain trains and validates on (default:
+        `config.task_data`, when it was captured with this model). backup: a `labeling.sync`
+        backup object (default: from the environment when `config.hub_backup`).
+        """
+        with self._lock:
+            self._start_backup(backup)
+            self.base = base
+            self.shipped.clear()
+            self.notes.clear()
+            for name, path in self.config.shipped_rankers.items():
+                try:
+                    card_layer = LanguageRanker.load(path).fingerprint_.layer
+                    self.shipped[name] = LanguageRanker.load(path, expected_fingerprint=FeatureFingerprint(base.fingerprint, card_layer))
+                    self.notes[name] = f"{name} (layer {card_layer})"
+                except (ValueError, OSError) as error:
+                    self.notes[name] = f"{name} unavailable: {error}"
+            self.rm, self.rm_note = load_reward_model(self.config.reward_model, base)
+            task = self.config.task_data
+            if train_store is None and task is not None and (task / "train" / "card.json").is_file():
+                train_store, val_store = FeatureStore.load(task / "train"), FeatureStore.load(task / "val")
+            if train_store is not None and train_store.model.revision != base.fingerprint.revision:
+                train_store = val_store = None  # task features of another model cannot train this one
+            problems = [p for store in (train_store, val_store) if store is not None for p in store.problems]
+            self._job_setup = dict(config=self.config.retrain, base_train=train_store, val_store=val_store,
+                                   current=self.shipped.get(LIST), worker=self.worker,
+                                   verifier=TaskVerifier(problems), trust=self.config.trust)
+            self.jobs.clear()
+            self._live.clear()
+            self._versions.clear()
+        return self
+
+    def _start_backup(self, backup) -> None:
+        if backup is None and self.config.hub_backup:
+            from labeling.sync import hub_backup_from_env
+
+            backup, self.backup_note = hub_backup_from_env(self.labels, self.registry)
+        if backup is None:
+            return
+        try:
+            report = backup.restore()
+            self.backup_note = f"restored from the Hub: {report}"
+        except Exception as error:  # a broken backup must not stop the app from serving
+            logger.exception("restore from the Hub backup failed")
+            self.backup_note = f"restore failed: {type(error).__name__}: {error}"
+        backup.start()
+        self.backup = backup
+
+    def close(self) -> None:
+        """Stop the background work (the retrain worker, the backup thread after a last push)."""
+        self.worker.stop(timeout=60)
+        if self.backup is not None:
+            self.backup.stop()
+
+    def _require_base(self) -> BaseModel:
+        if self.base is None:
+            raise ValueError("the app has not loaded a base model yet")
+        return self.base
+
+    # --- identity ------------------------------------------------------------------------------
+
+    def identify(self, request=None, oauth_username: str | None = None, browser_token: str | None = None,
+                 annotator: str | None = None, admin_token: str | None = None) -> Caller:
+        """The caller of one request (`labeling.identity.identify` with this service's access rules)."""
+        return identify(self.config.access, request, oauth_username, browser_token, annotator, admin_token)
+
+    # --- rankers -------------------------------------------------------------------------------
+
+    def _on_promoted(self, profile: str, version: str, ranker: LanguageRanker) -> None:
+        with self._lock:
+            self._live[profile] = (version, ranker)
+        if self.backup is not None:
+            self.backup.push_soon()
+
+    def live_ranker(self, profile: str) -> LanguageRanker | None:
+        """The profile's current registry version, loaded once and kept; None when it has none."""
+        with self._lock:
+            version = self.registry.current(profile) if profile in self.registry.profiles() else None
+            if version is None:
+                return None
+            cached = self._live.get(profile)
+            if cached is None or cached[0] != version:
+                self._live[profile] = (version, self.registry.load(version, profile))
+            return self._live[profile][1]
+
+    def ranker(self, choice: str | None) -> LanguageRanker | None:
+        """The ranker a picker value names: a shipped one, "latest retrained" (the default profile's
+        live version, else the shipped ListRanker), "profile:NAME" (that profile's live version,
+        else the default's) or "PROFILE/vNNNN" (one registered version). ValueError otherwise."""
+        choice = clean_text("ranker", choice or LATEST, self.config.limits.max_name_chars).strip()
+        if choice in self.config.shipped_rankers:
+            return self.shipped.get(choice)
+        if choice == LATEST or choice.startswith("profile:"):
+            profiles = [DEFAULT_PROFILE] if choice == LATEST else [check_profile(choice.removeprefix("profile:")), DEFAULT_PROFILE]
+            for profile in profiles:
+                live = self.live_ranker(profile)
+                if live is not None:
+                    return live
+            return self.shipped.get(LIST)
+        match = VERSION_CHOICE.match(choice)
+        if match is None:
+            raise ValueError(f"unknown ranker {choice!r}; choose one of {self.choices()[:12]}")
+        key = (match.group(1), match.group(2))
+        with self._lock:
+            if key not in self._versions:
+                self._versions[key] = self.registry.load(key[1], key[0])
+                while len(self._versions) > LOADED_VERSIONS:
+                    self._versions.popitem(last=False)
+            return self._versions[key]
+
+    def choices(self) -> list[str]:
+        versions = [f"{row['profile']}/{row['version']}" for row in self.registry.history() if row.get("status") == "promoted"]
+        profiles = [f"profile:{p}" for p in self.registry.profiles() if p != DEFAULT_PROFILE]
+        return [LATEST, *self.config.shipped_rankers, *profiles, *versions]
+
+    def unranked_reason(self) -> str | None:
+        """Why no shipped ranker fits the loaded model (None when one does)."""
+        if self.shipped:
+            return None
+        return "; ".join(self.notes.values()) or "no ranker loaded"
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def _sample_in_lane(self, base, prompt, sampling, ranker) -> RankedCandidates:
+        with self.lane:
+            return rank_prompt(base, prompt, sampling, ranker, self.rm)
+
+    def generate(self, caller: Caller, prompt, n=8, temperature=1.0, top_p=1.0, max_new_tokens=64, seed=-1,
+                 ranker_choice: str | None = LATEST, profile: str | None = DEFAULT_PROFILE, blind: bool = False,
+                 progress: Callable[[float, str], None] | None = None) -> Generation:
+        """Check everything, then sample N candidates, rank them, score them with the RM, store the request.
+
+        ValueError (naming the bad value) before any model work for bad input; `RateLimited`
+        when the caller generates too often.
+        """
+        limits = self.config.limits
+        base = self._require_base()
+        profile = check_profile(clean_text("profile", profile or DEFAULT_PROFILE, limits.max_name_chars).strip())
+        sampling = check_sampling(limits, n, temperature, top_p, max_new_tokens, seed)
+        ranker_name = clean_text("ranker", ranker_choice or LATEST, limits.max_name_chars).strip()
+        ranker = self.ranker(ranker_name)
+        prompt, tokens = check_prompt(limits, base, prompt, sampling.max_new_tokens)
+        self._hit(self._generation_rates, caller)
+        if progress:
+            progress(0.1, f"sampling {sampling.num_candidates} candidates")
+        result = self._sample(base, prompt, sampling, ranker)
+        order = random.sample(range(result.num_candidates), result.num_candidates) if blind else result.ranker_order()
+        request_id = self.labels.record_request(
+            result.prompt, result.texts, result.instruction, result.responses, layer=result.layer,
+            fingerprint=base.fingerprint.to_dict(), ranker_version=ranker_name,
+            ranker_scores=None if result.ranker_scores is None else result.ranker_scores.tolist(),
+            probabilities=None if result.probabilities is None else result.probabilities.tolist(),
+            rm_scores=None if result.rm_scores is None else result.rm_scores.tolist(),
+            mean_logprobs=result.mean_logprob.tolist(), num_tokens=result.num_tokens,
+            finish_reasons=result.finish_reasons, sampling=result.sampling.to_dict(), profile=profile,
+        )
+        self._remember(request_id, order, blind, profile)
+        return Generation(request_id, result, order, blind, ranker_name, ranker, tokens)
+
+    def _remember(self, request_id: str, order: list[int], blind: bool, profile: str) -> None:
+        with self._lock:
+            self._shown[request_id] = (order, blind, profile)
+            while len(self._shown) > SHOWN_REQUESTS:
+                self._shown.popitem(last=False)
+
+    def shown(self, request_id: str) -> tuple[list[int], bool]:
+        """(display order, blind) of a request: as shown, or after a restart the stored ranker order."""
+        return self._shown_request(self._check_request_id(request_id))[:2]
+
+    def _shown_request(self, request_id: str) -> tuple[list[int], bool, str]:
+        with self._lock:
+            if request_id in self._shown:
+                return self._shown[request_id]
+        stored = self.labels.get_request(request_id)  # ValueError for an unknown id
+        scores = stored.get("ranker_scores") or [0.0] * len(stored["candidates"])
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        self._remember(request_id, order, False, stored.get("profile") or DEFAULT_PROFILE)
+        return self._shown[request_id]
+
+    @staticmethod
+    def _check_request_id(request_id) -> str:
+        if not isinstance(request_id, str) or not REQUEST_ID.match(request_id.strip()):
+            raise ValueError(f"request id must be the 32 hex characters /generate returned, got {str(request_id)[:80]!r}")
+        return request_id.strip()
+
+    @staticmethod
+    def _hit(limiters: tuple[RateLimiter, RateLimiter], caller: Caller) -> None:
+        per_annotator, per_client = limiters
+        per_annotator.hit(caller.annotator, who="you")
+        per_client.hit(caller.client, who="your address")
+
+    # --- labels --------------------------------------------------------------------------------
+
+    def label(self, caller: Caller, request_id, choice, client_key: str | None = None) -> str:
+        """Store one judgement; returns its label id. A retry with the same client key returns the same id.
+
+        choice: a candidate index (as /generate returns it; decimal string or int), "tie",
+        "all_bad" or "skip". ValueError for bad input, `RateLimited` when labelling too fast.
+        """
+        request_id = self._check_request_id(request_id)
+        if isinstance(choice, bool) or not isinstance(choice, (str, int)) or len(str(choice)) > 16:
+            raise ValueError(f"choice must be a candidate index or one of {CHOICE_WORDS}, got {str(choice)[:40]!r}")
+        order, blind, profile = self._shown_request(request_id)
+        if client_key is None or self.labels.label_for_key(caller.annotator, client_key) is None:
+            self._hit(self._label_rates, caller)  # a retry of a stored label is not a new label
+        label_id = self.labels.add_label(request_id, choice, caller.annotator, order_shown=order, blind=blind,
+                                         client_key=client_key)
+        if self.base is not None:
+            try:
+                self.job_for(profile).notify_labels()
+            except ValueError as error:  # e.g. the profile limit: the label is stored, the retrain waits
+                logger.warning("no retrain for profile %r: %s", profile, error)
+        return label_id
+
+    def pick_position(self, caller: Caller, request_id, position, client_key: str | None = None) -> tuple[str, int]:
+        """The candidate at display position `position` (1-based) is the best: (label id, candidate index)."""
+        order, _ = self.shown(request_id)
+        if isinstance(position, bool) or not isinstance(position, (int, float)) or not float(position).is_integer():
+            raise ValueError(f"position must be a whole number, got {position!r}")
+        if not 1 <= int(position) <= len(order):
+            raise ValueError(f"there is no candidate {int(position)}: this request shows {len(order)}")
+        candidate = order[int(position) - 1]
+        return self.label(caller, request_id, str(candidate), client_key), candidate
+
+    def undo(self, caller: Caller) -> str | None:
+        """Undo the caller's latest label; its id, or None when there is nothing to undo."""
+        return self.labels.undo_last(caller.annotator)
+
+    def counts(self, caller: Caller) -> tuple[int, int]:
+        """(the caller's labels, all labels), undone and skipped ones not counted."""
+        return self.labels.count(annotator=caller.annotator), self.labels.count()
+
+    # --- retraining (admin actions) ------------------------------------------------------------
+
+    def job_for(self, profile: str) -> RetrainJob:
+        """The retrain job of a profile, created on first use (at most `config.max_profiles`)."""
+        profile = check_profile(profile)
+        self._require_base()
+        with self._lock:
+            if profile not in self.jobs:
+                if len(self.jobs) >= self.config.max_profiles:
+                    raise ValueError(f"{len(self.jobs)} profiles are in use, the limit; use an existing profile")
+                self.jobs[profile] = RetrainJob(
+                    self.labels, self.registry, profile=profile,
+                    on_promoted=lambda version, ranker, profile=profile: self._on_promoted(profile, version, ranker),
+                    **self._job_setup)
+            return self.jobs[profile]
+
+    def retrain(self, caller: Caller, profile: str = DEFAULT_PROFILE) -> bool:
+        """Admin: queue a retrain of `profile` now. False when one is queued or running already."""
+        caller.require_admin("Retrain now")
+        return self.job_for(profile or DEFAULT_PROFILE).trigger("button")
+
+    def rollback(self, caller: Caller, profile: str = DEFAULT_PROFILE, version: str | None = None) -> str:
+        """Admin: make an earlier promoted version of `profile` live again; returns it."""
+        caller.require_admin("Roll back")
+        if version is not None and not isinstance(version, str):
+            raise ValueError(f"version must be text like 'v0002', got {version!r}")
+        return self.job_for(profile or DEFAULT_PROFILE).rollback(to=(version or "").strip() or None)
+
+    def bootstrap(self, caller: Caller, prompts_per_family: int = 16) -> str:
+        """Admin: build a ranker for the loaded model from the task suite, in the background; it goes live."""
+        from ranker.bootstrap import BootstrapConfig, bootstrap_ranker
+
+        caller.require_admin("Bootstrap a ranker")
+        base = self._require_base()
+        if isinstance(prompts_per_family, bool) or not isinstance(prompts_per_family, int) or not 2 <= prompts_per_family <= 200:
+            raise ValueError(f"prompts_per_family must be a whole number in [2, 200], got {prompts_per_family!r}")
+        config = BootstrapConfig(prompts_per_family=prompts_per_family)
+        with self._lock:
+            if self.bootstrap_state.startswith("running"):
+                return "A bootstrap is already running."
+            self.bootstrap_state = "running: sampling the task suite"
+
+        def progress(done: int, total: int) -> None:
+            self.bootstrap_state = f"running: sampled {done}/{total} prompts"
+
+        def work() -> None:
+            try:
+                ranker = bootstrap_ranker(base, config, progress, lane=self.lane)
+                version = self.registry.add(ranker, {}, promoted=True, reason="bootstrapped from the task suite",
+                                            label_count=0, info={"bootstrap": True})
+                self._on_promoted(DEFAULT_PROFILE, version, ranker)
+                self.bootstrap_state = f"done: {version} is now the latest ranker"
+            except Exception as error:  # shown in the status panel; the app keeps serving
+                logger.exception("bootstrap failed")
+                self.bootstrap_state = f"failed: {type(error).__name__}: {error}"
+
+        self._bootstrap_thread = threading.Thread(target=work, name="bootstrap", daemon=True)
+        self._bootstrap_thread.start()
+        return f"Bootstrapping a ranker on {len(config.families) * config.prompts_per_family} task prompts in the background."
+
+    def retrain_status(self, profile: str = DEFAULT_PROFILE) -> dict:
+        """State, label count, last metrics and version history of a profile (anyone may read it)."""
+        if self.base is None:
+            return {"state": "not started", "label_count": self.labels.count()}
+        profile = check_profile(clean_text("profile", profile or DEFAULT_PROFILE, self.config.limits.max_name_chars).strip())
+        with self._lock:
+            job = self.jobs.get(profile)
+        if job is None:  # reading a status never creates a job (or uses up a profile slot)
+            return {"state": "idle", "profile": profile, "label_count": self.labels.count(profile=profile),
+                    "current_version": self.registry.current(profile), "history": self.registry.history(profile),
+                    "last_result": None, "queued_profiles": self.worker.queued()}
+        return job.status()
+
+    def learning_curve(self, profile: str = DEFAULT_PROFILE):
+        return learning_curve(self.registry, profile)

@@ -1,0 +1,375 @@
+"""RankerService on the tiny random model: limits, identity and roles, rate limits, idempotence, one lane."""
+
+import threading
+import time
+
+import pytest
+import torch
+
+from labeling.identity import AccessConfig, Forbidden
+from labeling.limits import ServiceLimits
+from labeling.ratelimit import Rate, RateLimited, RateLimits
+from labeling.retrain import RetrainConfig
+from labeling.service import RankerService, ServiceConfig
+
+PROMPT = "What is 2 + 3?"
+SMALL = dict(n=2, temperature=1.0, top_p=1.0, max_new_tokens=4)
+
+
+def make_service(tmp_path, base, access=None, rates=None, limits=None, **config) -> RankerService:
+    config = ServiceConfig(data_dir=tmp_path / "data", access=access or AccessConfig(local_mode=True),
+                           rates=rates or RateLimits.unlimited(), limits=limits or ServiceLimits(),
+                           retrain=RetrainConfig(every_k_labels=0), hub_backup=False, **config)
+    return RankerService(config).start(base)
+
+
+@pytest.fixture
+def service(tmp_path, tiny_base):
+    service = make_service(tmp_path, tiny_base)
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def local(service):
+    return service.identify(annotator="alice")
+
+
+def stored_everything(service):
+    return service.labels.revision()
+
+
+# --- limits, checked before any model work ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("x" * 1_000_000, "1,000,000 characters long; the limit is 8,000"),
+        ("a lone \udcff surrogate", "lone surrogate U+DCFF at character 7"),
+        ("bell \x07 here", "control character U+0007 at character 5"),
+        ("nul \x00", "control character U+0000"),
+        ("   \n\t ", "the prompt is empty"),
+        (None, "the prompt must be text, got NoneType"),
+        (["a", "list"], "the prompt must be text, got list"),
+    ],
+)
+def test_bad_prompts_are_refused_before_any_model_work(service, local, prompt, message):
+    before = (service.lane.uses, stored_everything(service))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        service.generate(local, prompt, **SMALL)
+    assert time.perf_counter() - start < 0.5  # a 1 MB prompt is refused by its length, not tokenized
+    assert (service.lane.uses, stored_everything(service)) == before
+
+
+def test_prompt_token_limit_counts_the_chat_template(tmp_path, tiny_base):
+    # The tiny tokenizer has one token per character; the chat template adds "<user>", "<eos>" and "<assistant>".
+    service = make_service(tmp_path, tiny_base, limits=ServiceLimits(max_prompt_tokens=30))
+    caller = service.identify()
+    template_tokens = len("<user>") + 1 + len("<assistant>")  # "<eos>" is one special token
+    fits = "y" * (30 - template_tokens)
+    assert service.generate(caller, fits, **SMALL).prompt_tokens == 30
+    with pytest.raises(ValueError, match="the prompt is 31 tokens with the chat template; the limit is 30"):
+        service.generate(caller, fits + "y", **SMALL)
+
+
+def test_the_model_context_caps_the_prompt_limit(tmp_path, tiny_base):
+    context = tiny_base.model.config.max_position_embeddings
+    service = make_service(tmp_path, tiny_base, limits=ServiceLimits(max_prompt_tokens=10 * context, max_prompt_chars=10 * context))
+    with pytest.raises(ValueError, match=f"the limit is {context - 4} "):
+        service.generate(service.identify(), "z" * context, **SMALL)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"n": 0}, "N must be between 1 and 64, got 0"),
+        ({"n": 65}, "N must be between 1 and 64, got 65"),
+        ({"n": 2.5}, "N must be a whole number, got 2.5"),
+        ({"n": "8"}, "N must be a whole number, got '8'"),
+        ({"n": True}, "N must be a whole number, got True"),
+        ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+        ({"temperature": 2.5}, "temperature must be between 0 and 2, got 2.5"),
+        ({"top_p": 0.0}, r"top_p must be in \(0, 1\], got 0"),
+        ({"top_p": [1]}, "top_p must be a finite number"),
+        ({"max_new_tokens": 0}, "max new tokens must be between 1 and 512, got 0"),
+        ({"max_new_tokens": 10**9}, "max new tokens must be between 1 and 512"),
+        ({"n": 64, "max_new_tokens": 512}, "N x max new tokens is 64 x 512 = 32768; the limit is 8192"),
+        ({"seed": -2}, "seed must be -1 .random. or between 0 and 2147483647, got -2"),
+        ({"seed": 2**40}, "seed must be -1"),
+        ({"ranker_choice": "../../etc/passwd"}, "unknown ranker"),
+        ({"ranker_choice": "default/v9999"}, "unknown version 'v9999'"),
+        ({"profile": "../x"}, "profile must be 1-64 letters"),
+        ({"profile": "p" * 200}, "profile is 200 characters long; the limit is 128"),
+    ],
+)
+def test_bad_sampling_arguments_get_a_clear_error(service, local, changes, message):
+    before = (service.lane.uses, stored_everything(service))
+    with pytest.raises(ValueError, match=message):
+        service.generate(local, PROMPT, **{**SMALL, **changes})
+    assert (service.lane.uses, stored_everything(service)) == before
+
+
+def test_limits_come_from_the_environment():
+    limits = ServiceLimits.from_env({"LANGUAGE_RANKER_MAX_CANDIDATES": "16", "LANGUAGE_RANKER_MAX_TEMPERATURE": "1.5"})
+    assert (limits.max_candidates, limits.max_temperature, limits.max_new_tokens) == (16, 1.5, 512)
+    with pytest.raises(ValueError, match="LANGUAGE_RANKER_MAX_CANDIDATES must be a number, got 'many'"):
+        ServiceLimits.from_env({"LANGUAGE_RANKER_MAX_CANDIDATES": "many"})
+    with pytest.raises(ValueError, match="max_candidates must be a positive number, got 0"):
+        ServiceLimits.from_env({"LANGUAGE_RANKER_MAX_CANDIDATES": "0"})
+
+
+def test_a_clean_prompt_is_stored_as_typed_with_line_ends_normalised(service, local):
+    generation = service.generate(local, "line one\r\nline two\ttab", **SMALL, seed=1)
+    assert service.labels.get_request(generation.request_id)["prompt"] == "line one\nline two\ttab"
+    assert len(generation.rows()) == 2 and service.lane.uses == 1
+
+
+# --- identity and roles -----------------------------------------------------------------------
+
+
+class FakeRequest:
+    def __init__(self, session="s1", host="203.0.113.7", username=None, headers=None):
+        self.session_hash, self.username, self.headers = session, username, headers or {}
+        self.client = type("Client", (), {"host": host})()
+
+
+def test_annotator_ids_come_from_the_request_not_from_an_argument():
+    public = AccessConfig(admins=frozenset({"root-user"}), admin_token="t" * 32)
+    from labeling.identity import identify
+
+    anon = identify(public, FakeRequest("s1"), annotator="mallory")  # the argument is ignored off local mode
+    assert anon.annotator.startswith("anon:") and anon.annotator == identify(public, FakeRequest("s1")).annotator
+    assert anon.annotator != identify(public, FakeRequest("s2")).annotator and not anon.is_admin
+    browser = identify(public, FakeRequest("s1"), browser_token="ab" * 16)
+    assert browser.annotator == identify(public, FakeRequest("s9"), browser_token="ab" * 16).annotator  # survives a reload
+    assert identify(public, FakeRequest(), browser_token="not-hex").annotator == anon.annotator  # malformed token: session id
+    user = identify(public, FakeRequest(), oauth_username="root-user")
+    assert (user.annotator, user.is_admin, user.username) == ("hf:root-user", True, "root-user")
+    assert identify(public, FakeRequest(username="bob")).annotator == "hf:bob"  # Gradio's auth= login
+    assert identify(public, FakeRequest(), admin_token="t" * 32).is_admin
+    assert not identify(public, FakeRequest(), admin_token="t" * 31 + "u").is_admin
+    local = AccessConfig(local_mode=True)
+    assert identify(local, FakeRequest(host="127.0.0.1"), annotator="alice").annotator == "local:alice"
+    assert identify(local, FakeRequest(host="127.0.0.1")).is_admin and not identify(local, FakeRequest()).is_admin
+    with pytest.raises(ValueError, match="annotator must be 1-64 letters"):
+        identify(local, None, annotator="../alice")
+
+
+def test_client_address_behind_a_proxy():
+    from labeling.identity import identify
+
+    request = FakeRequest(host="10.0.0.1", headers={"x-forwarded-for": "198.51.100.4, 10.0.0.1"})
+    assert identify(AccessConfig(trust_proxy=True), request).client == "198.51.100.4"
+    assert identify(AccessConfig(trust_proxy=False), request).client == "10.0.0.1"
+
+
+def test_access_config_from_the_environment():
+    space = AccessConfig.from_env({"SPACE_ID": "me/app", "LANGUAGE_RANKER_ADMINS": "alice, bob ,", "LANGUAGE_RANKER_ADMIN_TOKEN": "x" * 20})
+    assert space.admins == {"alice", "bob"} and not space.local_mode and space.trust_proxy and space.admin_token == "x" * 20
+    assert "x" * 20 not in repr(space)
+    assert AccessConfig.from_env({}).local_mode and not AccessConfig.from_env({}, server_name="0.0.0.0").local_mode
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        AccessConfig.from_env({"LANGUAGE_RANKER_ADMIN_TOKEN": "short"})
+
+
+def test_admin_actions_are_refused_to_everyone_else(tmp_path, tiny_base):
+    service = make_service(tmp_path, tiny_base, access=AccessConfig(admins=frozenset({"boss"}), admin_token="k" * 20))
+    visitor = service.identify(FakeRequest())
+    for action, args in ((service.retrain, ("default",)), (service.rollback, ("default",)), (service.bootstrap, (2,))):
+        with pytest.raises(Forbidden, match="for admins only"):
+            action(visitor, *args)
+    assert service.jobs == {} and service.bootstrap_state == "" and service.worker.queued() == []
+    boss = service.identify(FakeRequest(), oauth_username="boss")
+    with pytest.raises(ValueError, match="no current version to roll back from"):  # allowed, and told why it cannot
+        service.rollback(boss, "default")
+    assert service.retrain(service.identify(FakeRequest(), admin_token="k" * 20), "default") is True
+
+
+# --- labels: idempotence, rate limits, bad input ----------------------------------------------
+
+
+def test_a_retried_label_is_stored_once(service, local):
+    generation = service.generate(local, PROMPT, **SMALL, seed=2)
+    first = service.label(local, generation.request_id, "1", client_key="retry-1")
+    again = service.label(local, generation.request_id, "1", client_key="retry-1")
+    assert first == again and service.labels.count(annotator=local.annotator) == 1
+    assert len(service.labels.labels_frame()) == 1
+
+
+def test_relabelling_a_request_keeps_one_live_label_per_annotator(service, local):
+    generation = service.generate(local, PROMPT, **SMALL, seed=2)
+    service.label(local, generation.request_id, "0")
+    newer = service.label(local, generation.request_id, "1")
+    frame = service.labels.labels_frame(include_undone=False)
+    assert list(frame.label_id) == [newer] and list(frame.choice) == ["1"]
+    other = service.identify(annotator="bob")
+    service.label(other, generation.request_id, "0")
+    assert service.labels.count() == 2  # another annotator's label of the same request counts too
+
+
+@pytest.mark.parametrize(
+    "request_id, choice, message",
+    [
+        ("f" * 32, "0", "unknown request_id"),
+        ("../../etc", "0", "request id must be the 32 hex characters"),
+        (None, "0", "request id must be the 32 hex characters"),
+        ("VALID", "9", r"choice must be a candidate index in \[0, 1\]"),
+        ("VALID", "-1", "choice must be a candidate index"),
+        ("VALID", ["0"], "choice must be a candidate index or one of"),
+        ("VALID", "x" * 1000, "choice must be a candidate index or one of"),
+    ],
+)
+def test_bad_labels_are_refused_and_nothing_is_stored(service, local, request_id, choice, message):
+    generation = service.generate(local, PROMPT, **SMALL, seed=3)
+    before = stored_everything(service)
+    with pytest.raises(ValueError, match=message):
+        service.label(local, generation.request_id if request_id == "VALID" else request_id, choice)
+    assert stored_everything(service) == before
+
+
+def test_labels_are_rate_limited_per_annotator_and_per_client(tmp_path, tiny_base):
+    rates = RateLimits(labels_per_annotator=Rate(3, 60), labels_per_client=Rate(5, 60),
+                       generations_per_annotator=Rate(0, 1), generations_per_client=Rate(0, 1))
+    service = make_service(tmp_path, tiny_base, access=AccessConfig(), rates=rates)
+    requests = [service.generate(service.identify(FakeRequest("g")), PROMPT, **SMALL, seed=s).request_id for s in range(4)]
+    alice = service.identify(FakeRequest("alice"))
+    for request_id in requests[:3]:
+        service.label(alice, request_id, "0")
+    with pytest.raises(RateLimited, match="Slow down: you sent 3 labels in the last 60 s, the limit; try again in 6. s"):
+        service.label(alice, requests[3], "0")
+    bob = service.identify(FakeRequest("bob"))  # same address as alice
+    service.label(bob, requests[0], "1")
+    service.label(bob, requests[1], "1")
+    with pytest.raises(RateLimited, match="your address sent 5 labels"):
+        service.label(bob, requests[2], "1")
+    assert service.labels.count() == 5  # refused labels are not stored
+
+
+def test_generations_are_rate_limited(tmp_path, tiny_base):
+    rates = RateLimits(generations_per_annotator=Rate(2, 60))
+    service = make_service(tmp_path, tiny_base, access=AccessConfig(), rates=rates)
+    caller = service.identify(FakeRequest("g"))
+    service.generate(caller, PROMPT, **SMALL)
+    service.generate(caller, PROMPT, **SMALL)
+    with pytest.raises(RateLimited, match="you sent 2 generations"):
+        service.generate(caller, PROMPT, **SMALL)
+    assert service.lane.uses == 2
+
+
+def test_rate_limiter_window_slides():
+    from labeling.ratelimit import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(Rate(2, 10), "labels", clock=lambda: now[0])
+    limiter.hit("a"), limiter.hit("a")
+    with pytest.raises(RateLimited) as refused:
+        limiter.hit("a")
+    assert refused.value.retry_after == pytest.approx(10.0)
+    limiter.hit("b")  # other keys are independent
+    now[0] = 10.5
+    limiter.hit("a")  # both earlier events left the window
+    assert Rate.parse("20/60") == Rate(20, 60.0)
+    with pytest.raises(ValueError, match="COUNT/SECONDS"):
+        Rate.parse("fast")
+    with pytest.raises(ValueError, match="LANGUAGE_RANKER_RATE_LABELS_PER_CLIENT"):
+        RateLimits.from_env({"LANGUAGE_RANKER_RATE_LABELS_PER_CLIENT": "x/y"})
+
+
+# --- one model, one lane ----------------------------------------------------------------------
+
+
+def test_a_bootstrap_running_while_users_generate_changes_no_request(tmp_path, tiny_base, monkeypatch):
+    """Every user request gets the candidates and features it gets when run alone."""
+    import ranker.bootstrap
+    from ranker.estimator import LanguageRanker
+    from tests.labeling.synthetic import FAST, synthetic_queries
+
+    sampled = []  # the random tiny model answers nothing right, so its store cannot train: fit a stand-in
+    stand_in = LanguageRanker(kind="list", seed=0, steps=5, **FAST).fit(synthetic_queries(20))
+    stand_in.training_data_ = {}
+    monkeypatch.setattr(ranker.bootstrap, "train_on_store", lambda store, layer, **kw: sampled.append(store) or stand_in)
+    service = make_service(tmp_path, tiny_base)
+    caller = service.identify(annotator="user")
+    prompts = [f"What is {k} + {k}?" for k in range(6)]
+
+    def run(seed):
+        generation = service.generate(caller, prompts[seed], n=4, max_new_tokens=12, seed=seed)
+        return generation.result.texts, generation.result.responses.clone(), generation.result.instruction.clone()
+
+    alone = [run(seed) for seed in range(6)]
+    state = {}
+    service.bootstrap(caller, 2)
+    threads = [threading.Thread(target=lambda s=s: state.__setitem__(s, run(s))) for s in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    service._bootstrap_thread.join(300)
+    assert service.bootstrap_state == "done: v0001 is now the latest ranker", service.bootstrap_state
+    assert tuple(sampled[0].responses.shape[:2]) == (10, 8)  # 5 families x 2 prompts, N=8, sampled while users waited
+    assert service.lane.uses >= 6 + 6 + 1  # the solo runs, the concurrent ones, and the bootstrap's sampling
+    assert service.lane.max_waiting >= 1  # they really did queue for the lane
+    for seed in range(6):
+        texts, responses, instruction = state[seed]
+        assert texts == alone[seed][0]
+        assert torch.equal(responses, alone[seed][1]) and torch.equal(instruction, alone[seed][2])
+
+
+def test_one_retrain_worker_runs_every_profile_one_at_a_time(tmp_path, tiny_base, monkeypatch):
+    import labeling.retrain as retrain
+
+    service = make_service(tmp_path, tiny_base)
+    running, overlap, order = [0], [0], []
+    lock = threading.Lock()
+
+    def slow(label_store, registry, base_train, val_store, current, config, profile, *rest):
+        with lock:
+            running[0] += 1
+            overlap[0] = max(overlap[0], running[0])
+        time.sleep(0.2)
+        order.append(profile)
+        with lock:
+            running[0] -= 1
+        return retrain.RetrainResult(None, False, "skipped: test", {}, {})
+
+    monkeypatch.setattr(retrain, "retrain_once", slow)
+    admin = service.identify()
+    profiles = ["default", "alice", "bob", "carol"]
+    assert [service.retrain(admin, p) for p in profiles] == [True] * 4
+    assert service.retrain(admin, "alice") is False  # already queued: not twice
+    for profile in profiles:
+        assert service.jobs[profile].wait(30)
+    assert overlap[0] == 1 and order == profiles
+
+
+def test_profiles_and_retrain_queue_are_bounded(tmp_path, tiny_base):
+    service = make_service(tmp_path, tiny_base, max_profiles=2)
+    admin = service.identify()
+    service.job_for("a"), service.job_for("b")
+    with pytest.raises(ValueError, match="2 profiles are in use, the limit"):
+        service.job_for("c")
+    assert service.retrain_status("zzz")["state"] == "idle" and "zzz" not in service.jobs  # reading creates nothing
+    assert admin.is_admin
+
+
+def test_the_live_ranker_is_loaded_once_and_swapped_on_promotion(tmp_path, tiny_base, monkeypatch):
+    from tests.labeling.synthetic import FAST, synthetic_queries
+
+    from ranker.estimator import LanguageRanker
+
+    service = make_service(tmp_path, tiny_base)
+    ranker = LanguageRanker(kind="list", seed=0, steps=5, **FAST).fit(synthetic_queries(20))
+    version = service.registry.add(ranker, {}, promoted=True, reason="test")
+    loads = []
+    real_load = service.registry.load
+    monkeypatch.setattr(service.registry, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    first = service.ranker("latest retrained")
+    assert service.ranker("latest retrained") is first and service.ranker("profile:nobody") is first
+    assert len(loads) == 1
+    newer = LanguageRanker(kind="list", seed=1, steps=5, **FAST).fit(synthetic_queries(20))
+    v2 = service.registry.add(newer, {}, promoted=True, reason="test")
+    service._on_promoted("default", v2, newer)  # what the retrain job calls
+    assert service.ranker("latest retrained") is newer and len(loads) == 1
+    assert version == "v0001" and v2 == "v0002"
