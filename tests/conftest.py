@@ -31,26 +31,47 @@ def embedded_base(model_cache_dir):
 FROZEN_SUITE = __import__("pathlib").Path(__file__).resolve().parent / "assets" / "frozen_suite"
 
 
+ROOT = FROZEN_SUITE.parents[2]
+# Every test client connects from 127.0.0.1, so the per-client limits are raised for the shared app;
+# tests/test_app_security.py checks the limits on an app of its own.
+TEST_ENVIRONMENT = {
+    "LANGUAGE_RANKER_LOCAL_MODE": "1",
+    "LANGUAGE_RANKER_RATE_LABELS_PER_CLIENT": "100000/60",
+    "LANGUAGE_RANKER_RATE_LABELS_PER_ANNOTATOR": "1000/60",
+    "LANGUAGE_RANKER_RATE_GENERATIONS_PER_CLIENT": "100000/60",
+    "LANGUAGE_RANKER_RATE_GENERATIONS_PER_ANNOTATOR": "1000/60",
+}
+
+
 @pytest.fixture(scope="session")
-def app_server(embedded_base, tmp_path_factory):
-    """The app on the embedded model, launched once: (module, url). Labels go to a fresh data dir.
+def app_service(embedded_base, tmp_path_factory):
+    """The app's service on the embedded model, with a fresh data dir and no Hub backup.
 
     The retrain job trains on the frozen real task features (tests/assets/frozen_suite) and
     retrains only when asked (every_k_labels=0), with min_labels=1 so one label is enough.
     """
-    import app
     from labeling.retrain import RetrainConfig
+    from labeling.service import RankerService, ServiceConfig
     from ranker.store import FeatureStore
 
-    app.set_base_model(
-        embedded_base,
-        retrain=RetrainConfig(every_k_labels=0, min_labels=1, validation_fraction=0.0),
-        train_store=FeatureStore.load(FROZEN_SUITE / "train"),
-        val_store=FeatureStore.load(FROZEN_SUITE / "test"),
-        data_dir=tmp_path_factory.mktemp("app-data"),
-    )
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **app.LAUNCH_KWARGS)
+    data_dir = tmp_path_factory.mktemp("app-data")
+    config = ServiceConfig.from_env(ROOT, environ={**TEST_ENVIRONMENT, "LANGUAGE_RANKER_DATA": str(data_dir)})
+    config.retrain = RetrainConfig(every_k_labels=0, min_labels=1, validation_fraction=0.0)
+    config.hub_backup = False
+    service = RankerService(config).start(embedded_base, train_store=FeatureStore.load(FROZEN_SUITE / "train"),
+                                          val_store=FeatureStore.load(FROZEN_SUITE / "test"))
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="session")
+def app_server(app_service):
+    """The app on the embedded model, launched once: (module, url, service)."""
+    import app
+
+    demo = app.build_demo(app_service)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **app.LAUNCH_KWARGS)
     try:
-        yield app, app.demo.local_url
+        yield app, demo.local_url, app_service
     finally:
-        app.demo.close()
+        demo.close()

@@ -1,10 +1,11 @@
 """The app, launched on the embedded model and driven through gradio_client: the whole flow."""
 
+import re
 import time
 
-import gradio as gr
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def generated(client):
 
 def test_generate_returns_a_request_id_and_ranked_candidates(generated, app_server):
     request_id, rows, table_html, timing = generated
-    assert len(request_id) == 32 and int(request_id, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", request_id) and app_server[2].labels.get_request(request_id)["prompt"] == PROMPT
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert sorted(r["candidate"] for r in rows) == [0, 1, 2, 3]
     scores = [r["ranker_score"] for r in rows]
@@ -38,10 +39,10 @@ def test_generate_returns_a_request_id_and_ranked_candidates(generated, app_serv
 
 def test_scores_are_the_shipped_rankers_own(generated, app_server):
     """The JSON's scores are what the shipped ranker gives the stored (captured) features."""
-    app, _ = app_server
+    service = app_server[2]
     request_id, rows, _, _ = generated
-    stored = app.SERVER.labels.get_request(request_id)
-    ranker = app.SERVER.shipped["shipped ListRanker"]
+    stored = service.labels.get_request(request_id)
+    ranker = service.shipped["shipped ListRanker"]
     import torch
 
     from ranker.tasks.voting import response_keys
@@ -54,29 +55,29 @@ def test_scores_are_the_shipped_rankers_own(generated, app_server):
 
 
 def test_label_is_stored_with_everything_needed_to_retrain(client, generated, app_server):
-    app, _ = app_server
+    service = app_server[2]
     request_id, rows, _, _ = generated
-    before = app.SERVER.labels.count()
+    before = service.labels.count()
     label_id = client.predict(request_id, str(rows[1]["candidate"]), "tester", api_name="/label")
-    assert len(label_id) == 32
-    assert app.SERVER.labels.count() == before + 1 and app.SERVER.labels.count(annotator="tester") == 1
-    frame = app.SERVER.labels.labels_frame()
+    assert re.fullmatch("[0-9a-f]{32}", label_id)
+    assert service.labels.count() == before + 1 and service.labels.count(annotator="local:tester") == 1
+    frame = service.labels.labels_frame()
     row = frame[frame.label_id == label_id].iloc[0]
-    assert row.choice == str(rows[1]["candidate"]) and row.annotator == "tester"
-    stored = app.SERVER.labels.get_request(request_id)
+    assert row.choice == str(rows[1]["candidate"]) and row.annotator == "local:tester"
+    assert row.order_shown == [r["candidate"] for r in rows]  # the order /generate returned
+    stored = service.labels.get_request(request_id)
     assert tuple(stored["responses"].shape) == (4, 576) and tuple(stored["instruction"].shape) == (576,)
     assert stored["prompt"] == PROMPT and len(stored["rm_scores"]) == 4
 
 
 def test_retrain_promotes_or_refuses_with_a_reason(client, generated, app_server):
-    app, _ = app_server
     request_id, rows, _, _ = generated
     client.predict(request_id, str(rows[0]["candidate"]), "tester", api_name="/label")
-    message = client.predict(api_name="/retrain")
-    assert "started" in message
+    message = client.predict("default", "", api_name="/retrain")  # local mode: a loopback caller is an admin
+    assert message == "Retraining queued; it runs in the background."
     deadline = time.time() + 120
     status = client.predict(api_name="/retrain_status")
-    while status["state"] == "running" and time.time() < deadline:
+    while status["state"] in ("queued", "running") and time.time() < deadline:
         time.sleep(0.5)
         status = client.predict(api_name="/retrain_status")
     assert status["state"] == "idle", status.get("last_error")
@@ -102,60 +103,100 @@ def test_blind_generate_hides_scores(client):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("   ", 4, 1.0, 1.0, 24, -1), "Type a prompt"),
-        (("hi", 65, 1.0, 1.0, 24, -1), "between 1 and 64"),
-        (("hi", 4, 1.0, 0.0, 24, -1), "top_p"),
+        (("   ", 4, 1.0, 1.0, 24, -1), "the prompt is empty"),
+        # the sliders' own bounds answer first; the service checks the same bounds behind them
+        (("hi", 65, 1.0, 1.0, 24, -1), "Value 65 is greater than maximum value 64"),
+        (("hi", 4, 1.0, 0.0, 24, -1), "Value 0.0 is less than minimum value 0.05"),
+        (("hi", 4, 1.0, 1.0, 24, 2**40), "seed must be -1 .random. or between 0 and 2147483647"),
+        (("x" * 1_000_000, 4, 1.0, 1.0, 24, -1), "1,000,000 characters long; the limit is 8,000"),
+        (("bell \x07", 4, 1.0, 1.0, 24, -1), "control character U\\+0007"),
+        (("hi", 4, 1.0, 1.0, 24, -1, "../../etc/passwd"), "unknown ranker"),
+        (("hi", 4, 1.0, 1.0, 24, -1, "latest retrained", "../etc"), "profile must be 1-64 letters"),
     ],
 )
-def test_bad_generate_input_gets_a_clear_error(app_server, args, message):
-    app, _ = app_server
-    with pytest.raises(gr.Error, match=message):
-        app.generate(*args)
+def test_bad_generate_input_gets_a_clear_error_through_the_api(client, app_server, args, message):
+    service = app_server[2]
+    before = (service.lane.uses, service.labels.revision())
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/generate")
+    assert (service.lane.uses, service.labels.revision()) == before  # refused before any model work
 
 
-def test_bad_labels_are_refused_and_nothing_is_lost(app_server, generated):
-    app, _ = app_server
+def call_raw(url: str, api_name: str, data: list) -> tuple[str, str]:
+    """POST `data` as plain JSON (ASCII-escaped, as any HTTP client may send it) to the REST API: (event, payload)."""
+    import json
+
+    import httpx
+
+    body = json.dumps({"data": data})  # a lone surrogate travels as the escape "\\udcff"
+    with httpx.Client(base_url=url, timeout=60) as http:
+        posted = http.post(f"/gradio_api/call/{api_name}", content=body, headers={"content-type": "application/json"})
+        posted.raise_for_status()
+        stream = http.get(f"/gradio_api/call/{api_name}/{posted.json()['event_id']}").text
+    events = [line.removeprefix("event: ") for line in stream.splitlines() if line.startswith("event: ")]
+    payloads = [line.removeprefix("data: ") for line in stream.splitlines() if line.startswith("data: ")]
+    return events[-1], payloads[-1]
+
+
+def test_a_lone_surrogate_over_plain_http_gets_a_message_for_a_person(app_server):
+    _, url, service = app_server
+    before = (service.lane.uses, service.labels.revision())
+    event, payload = call_raw(url, "generate", ["a lone \udcff surrogate", 2, 1.0, 1.0, 4, -1, "latest retrained", "default"])
+    assert event == "error" and "the prompt is not valid Unicode: a lone surrogate U+DCFF at character 7" in payload
+    assert (service.lane.uses, service.labels.revision()) == before
+
+
+def test_bad_labels_are_refused_and_nothing_is_lost(client, app_server, generated):
+    service = app_server[2]
     request_id = generated[0]
-    before = app.SERVER.labels.count(include_skips=True)
-    with pytest.raises(gr.Error, match="unknown|not found|no request"):
-        app.label("f" * 32, "0", "tester")
-    with pytest.raises(gr.Error, match="choice|candidate"):
-        app.label(request_id, "99", "tester")
-    with pytest.raises(gr.Error, match="Generate"):
-        app.pick_position(1, "", "tester")
-    assert app.SERVER.labels.count(include_skips=True) == before
+    before = service.labels.revision()
+    for args, message in (((("f" * 32), "0", "tester"), "unknown request_id"),
+                          ((request_id, "99", "tester"), "choice must be a candidate index"),
+                          (("../x", "0", "tester"), "request id must be the 32 hex characters"),
+                          ((request_id, "0", "../tester"), "annotator must be 1-64 letters")):
+        with pytest.raises(AppError, match=message):
+            client.predict(*args, api_name="/label")
+    assert service.labels.revision() == before
 
 
-def test_undo_removes_the_last_label_of_that_annotator(app_server, generated):
-    app, _ = app_server
+def test_a_retried_label_returns_the_same_id_and_stores_one_row(client, app_server, generated):
+    service = app_server[2]
     request_id = generated[0]
-    app.label(request_id, "skip", "undoer")
-    app.label(request_id, "0", "undoer")
-    assert app.SERVER.labels.count(annotator="undoer") == 1
-    status, count = app.undo("undoer")
-    assert "Undid" in status and app.SERVER.labels.count(annotator="undoer") == 0
+    first = client.predict(request_id, "2", "retrier", "key-0001", api_name="/label")
+    again = client.predict(request_id, "2", "retrier", "key-0001", api_name="/label")
+    frame = service.labels.labels_frame()
+    assert first == again and (frame.annotator == "local:retrier").sum() == 1
 
 
-def test_a_model_with_no_shipped_ranker_is_told_why_and_offered_a_bootstrap(tiny_base, tmp_path):
-    import app
+def test_undo_removes_the_last_label_of_that_annotator(client, app_server, generated):
+    service = app_server[2]
+    request_id = generated[0]
+    client.predict(request_id, "skip", "undoer", api_name="/label")
+    label_id = client.predict(request_id, "0", "undoer", api_name="/label")
+    assert service.labels.count(annotator="local:undoer") == 1
+    assert client.predict("undoer", api_name="/undo") == label_id
+    assert service.labels.count(annotator="local:undoer") == 0
 
-    server = app.Server(tmp_path)
-    server.attach(tiny_base)
-    assert server.shipped == {} and server.rm is None
-    assert "trained on" in server.unranked_reason()  # the fingerprint mismatch, spelled out
-    assert server.ranker("latest retrained") is None
+
+def test_a_model_with_no_shipped_ranker_is_told_why_and_offered_a_bootstrap(app_service, tiny_base, tmp_path):
+    from dataclasses import replace
+
+    from labeling.service import RankerService
+
+    service = RankerService(replace(app_service.config, data_dir=tmp_path)).start(tiny_base)
+    assert service.shipped == {} and service.rm is None
+    assert "trained on" in service.unranked_reason()  # the fingerprint mismatch, spelled out
+    assert service.ranker("latest retrained") is None
 
 
 def test_profiles_keep_their_own_labels_and_ranker_line(client, app_server):
-    app, _ = app_server
+    service = app_server[2]
     request_id, rows, _, _ = client.predict(PROMPT, 2, 1.0, 1.0, 8, 1, "latest retrained", "alice", api_name="/generate")
     client.predict(request_id, str(rows[0]["candidate"]), "alice", api_name="/label")
     status = client.predict("alice", api_name="/retrain_status")
     assert status["profile"] == "alice" and status["label_count"] == 1
     assert client.predict("default", api_name="/retrain_status")["profile"] == "default"
-    with pytest.raises(gr.Error, match="profile"):
-        app.generate(PROMPT, 2, 1.0, 1.0, 8, 1, "latest retrained", "../etc")
     # A profile with no version of its own ranks with the default line's ranker.
-    assert app.SERVER.ranker("profile:alice") is not None
+    assert service.ranker("profile:alice") is service.ranker("latest retrained")
     with pytest.raises(ValueError, match="unknown ranker"):
-        app.SERVER.ranker("no-such-ranker")
+        service.ranker("no-such-ranker")

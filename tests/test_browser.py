@@ -6,6 +6,7 @@ the README) to $LANGUAGE_RANKER_SCREENSHOTS (default tests/artifacts).
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -34,9 +35,9 @@ def page(app_server):
 def test_type_generate_pick_with_a_key_and_see_the_label_counted(page, app_server):
     from playwright.sync_api import expect
 
-    app, _ = app_server
+    service = app_server[2]
     SHOTS.mkdir(parents=True, exist_ok=True)
-    before = app.SERVER.labels.count()
+    before = service.labels.count()
     page.locator("#prompt textarea").fill("What is 23 + 19? Answer with just the number.")
     page.locator("button#generate").click()
     rows = page.locator("#candidates table tr")
@@ -48,10 +49,14 @@ def test_type_generate_pick_with_a_key_and_see_the_label_counted(page, app_serve
     expect(page.locator("#rank-label-status")).to_contain_text("Saved: candidate 1", timeout=30_000)
     expect(page.locator("#rank-count")).to_contain_text("1 labels from you")
     page.screenshot(path=str(SHOTS / "main-tab.png"), full_page=True)
-    assert app.SERVER.labels.count() == before + 1
-    frame = app.SERVER.labels.labels_frame()
+    assert service.labels.count() == before + 1
+    frame = service.labels.labels_frame()
     latest = frame.sort_values("created").iloc[-1]
-    assert latest.annotator.startswith("session-") and not latest.blind
+    assert re.fullmatch("anon:[0-9a-f]{16}", latest.annotator) and not latest.blind  # the browser's own anonymous id
+    expect(page.locator("#whoami")).to_contain_text(latest.annotator)
+    page.reload()  # the anonymous id lives in the browser's local storage: a reload keeps it, and the count
+    expect(page.locator("#whoami")).to_contain_text(f"You label as {latest.annotator}", timeout=30_000)
+    expect(page.locator("#whoami")).to_contain_text("1 labels from you")
 
 
 def test_plots_tab_shows_the_figures(page):

@@ -1,0 +1,102 @@
+"""The launched app as the public sees it (not in local mode), on the tiny random model, through gradio_client.
+
+Roles, identity from the request, rate limits and idempotent labels, over HTTP exactly as a
+hostile client would call them.
+"""
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from labeling.identity import AccessConfig
+from labeling.limits import ServiceLimits
+from labeling.ratelimit import Rate, RateLimits
+from labeling.retrain import RetrainConfig
+from labeling.service import RankerService, ServiceConfig
+
+TOKEN = "admin-token-for-tests-0123456789"
+
+
+@pytest.fixture(scope="module")
+def public_app(tiny_base, tmp_path_factory):
+    import app
+
+    config = ServiceConfig(
+        data_dir=tmp_path_factory.mktemp("public-app"), hub_backup=False,
+        access=AccessConfig(admins=frozenset({"boss"}), admin_token=TOKEN, local_mode=False),
+        rates=RateLimits(labels_per_annotator=Rate(5, 60), labels_per_client=Rate(1000, 60),
+                         generations_per_annotator=Rate(8, 60), generations_per_client=Rate(1000, 60)),
+        limits=ServiceLimits(max_candidates=4, max_new_tokens=8, max_total_tokens=16), retrain=RetrainConfig(every_k_labels=0),
+    )
+    service = RankerService(config).start(tiny_base)
+    demo = app.build_demo(service)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        yield service, demo.local_url
+    finally:
+        demo.close()
+        service.close()
+
+
+def generate(client, seed=0):
+    return client.predict("What is 1 + 1?", 2, 1.0, 1.0, 4, seed, "latest retrained", "default", api_name="/generate")
+
+
+@pytest.mark.parametrize("endpoint, args", [("/retrain", ("default", "")), ("/rollback", ("default", "", "")),
+                                            ("/bootstrap", ("",)), ("/retrain", ("default", "wrong-token-0123456789"))])
+def test_admin_actions_are_refused_to_the_public(public_app, endpoint, args):
+    service, url = public_app
+    with pytest.raises(AppError, match="for admins only .LANGUAGE_RANKER_ADMINS, or the admin token.; you are anon:"):
+        Client(url, verbose=False).predict(*args, api_name=endpoint)
+    assert service.worker.queued() == [] and service.bootstrap_state == "" and service.registry.history() == []
+
+
+def test_the_admin_token_opens_them(public_app):
+    service, url = public_app
+    client = Client(url, verbose=False)
+    assert client.predict("default", TOKEN, api_name="/retrain") == "Retraining queued; it runs in the background."
+    assert service.jobs["default"].wait(60)
+    with pytest.raises(AppError, match="no current version to roll back from"):  # allowed, and told why it cannot
+        client.predict("default", "", TOKEN, api_name="/rollback")
+
+
+def test_identity_comes_from_the_session_not_from_an_argument(public_app):
+    service, url = public_app
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+    request_id = generate(alice)[0]
+    with pytest.raises(AppError, match="accepted only in local mode"):
+        alice.predict(request_id, "0", "boss", api_name="/label")  # claiming to be someone else
+    first = alice.predict(request_id, "0", "", "", api_name="/label")
+    second = bob.predict(request_id, "1", "", "", api_name="/label")
+    frame = service.labels.labels_frame()
+    annotators = dict(zip(frame.label_id, frame.annotator))
+    assert annotators[first].startswith("anon:") and annotators[second].startswith("anon:")
+    assert annotators[first] != annotators[second]  # two clients, two ids
+    assert alice.predict("", api_name="/undo") == first  # the same client is the same annotator
+
+
+def test_labels_are_idempotent_and_rate_limited_over_http(public_app):
+    service, url = public_app
+    client = Client(url, verbose=False)
+    requests = [generate(client, seed)[0] for seed in range(6)]
+    before = service.labels.revision()[1]
+    ids = [client.predict(request_id, "0", "", f"key-{k}", api_name="/label") for k, request_id in enumerate(requests[:5])]
+    assert client.predict(requests[0], "0", "", "key-0", api_name="/label") == ids[0]  # a retry: same id, nothing stored
+    with pytest.raises(AppError, match="Slow down: you sent 5 labels in the last 60 s, the limit; try again in"):
+        client.predict(requests[5], "0", "", "key-5", api_name="/label")
+    assert service.labels.revision()[1] == before + 5
+
+
+def test_generations_are_rate_limited_and_bounded_over_http(public_app):
+    service, url = public_app
+    client = Client(url, verbose=False)
+    with pytest.raises(AppError, match="Value 5 is greater than maximum value 4"):  # the slider follows the limit
+        client.predict("hi", 5, 1.0, 1.0, 4, 0, "latest retrained", "default", api_name="/generate")
+    with pytest.raises(AppError, match="N x max new tokens is 4 x 8 = 32; the limit is 16"):
+        client.predict("hi", 4, 1.0, 1.0, 8, 0, "latest retrained", "default", api_name="/generate")
+    uses = service.lane.uses
+    for seed in range(8):
+        generate(client, seed)
+    with pytest.raises(AppError, match="Slow down: you sent 8 generations"):
+        generate(client, 9)
+    assert service.lane.uses == uses + 8
