@@ -73,7 +73,7 @@ TOKEN_ENV = "HF_TOKEN"
 REPO_TYPE = "dataset"
 LABELS_FOLDER = "labels"
 REGISTRIES_FOLDER = "registries"
-LEGACY_LABEL_FILE = "data/labels.parquet"  # what start_hub_sync's CommitScheduler pushed before runs had files
+LEGACY_LABEL_FILE = "data/labels.parquet"  # what the CommitScheduler of earlier versions pushed, before runs had files
 WORK_FOLDER = "hub_backup"  # under the store's data dir: exports and downloads in flight
 DATA_ENV = "LANGUAGE_RANKER_DATA"
 PERSISTENT_STORAGE = Path("/data")  # a Space's persistent volume, when one is attached
@@ -85,7 +85,6 @@ _LABEL_FILE_RE = re.compile(rf"^{LABELS_FOLDER}/[A-Za-z0-9_.:-]{{1,128}}\.parque
 _REGISTRY_INDEX_RE = re.compile(rf"^{REGISTRIES_FOLDER}/({_RUN_ID_RE})/{re.escape(INDEX_NAME)}$")
 _HIDDEN = (".*", "**/.*")  # staging folders and temp files of the registry (ranker.atomic, registry index)
 
-last_reason: str = "start_hub_sync was not called"  # why the last start_hub_sync did or did not start
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None, persistent_storage: Path = PERSISTENT_STORAGE) -> Path:
@@ -488,18 +487,3 @@ def hub_backup_from_env(store: LabelStore, registry: RankerRegistry | None, envi
         return None, f"Hub backup off: {error}"
     return backup, (f"Hub backup on: dataset {repo_id}, run {backup.run_id}, every {config.every_minutes:g} min"
                     f"{'' if registry is not None else ' (labels only)'}")
-
-
-def start_hub_sync(store: LabelStore, repo_id: str | None = None, token: str | None = None, every_minutes: float = 10,
-                   registry: RankerRegistry | None = None) -> HubBackup | None:
-    """Deprecated: use `hub_backup_from_env`, then `restore()` and `start()`. This does all three
-    (arguments override the environment) and keeps the reason in `last_reason`; None when off."""
-    global last_reason
-    environ = dict(os.environ)
-    environ.update({name: value for name, value in ((REPO_ENV, repo_id), (TOKEN_ENV, token)) if value})
-    backup, last_reason = hub_backup_from_env(store, registry, environ=environ, every_minutes=every_minutes)
-    logger.info(last_reason)
-    if backup is not None:
-        backup.restore()
-        backup.start()
-    return backup

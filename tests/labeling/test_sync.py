@@ -17,7 +17,7 @@ import labeling.sync as sync
 from labeling.registry import RankerRegistry
 from labeling.store import LabelStore
 from labeling.sync import (PROJECT_ROOT, REPO_ENV, TOKEN_ENV, HubBackup, default_data_dir, hub_backup_from_env,
-                           hub_sync_config, start_hub_sync)
+                           hub_sync_config)
 from ranker.estimator import LanguageRanker
 from ranker.fingerprint import FeatureFingerprint
 from tests.labeling.fake_hub import LocalFolderHub
@@ -310,7 +310,7 @@ def test_a_broken_registry_snapshot_is_skipped_and_never_half_restored(tmp_path,
 
 
 def test_the_old_single_file_backup_is_restored_too(tmp_path, hub, queries):
-    """What start_hub_sync's CommitScheduler pushed: data/labels.parquet, an unhashed version-1 export."""
+    """What the CommitScheduler of earlier versions pushed: data/labels.parquet, an unhashed version-1 export."""
     old = LabelStore(tmp_path / "old")
     label_some(old, queries[:2], "alice")
     table = pq.read_table(old.export_parquet(tmp_path / "old.parquet", hash_annotators=False))
@@ -390,12 +390,3 @@ def test_backup_arguments_are_checked(tmp_path, hub):
         HubBackup(hub, REPO, store, every_minutes=0)
 
 
-def test_deprecated_start_without_configuration_returns_none_with_a_reason(tmp_path, monkeypatch):
-    monkeypatch.delenv(REPO_ENV, raising=False)
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
-    store = LabelStore(tmp_path)
-    assert start_hub_sync(store) is None
-    assert sync.last_reason == f"Hub backup off: {REPO_ENV} and {TOKEN_ENV} not set"
-    assert start_hub_sync(store, repo_id="me/labels") is None
-    assert sync.last_reason == f"Hub backup off: {TOKEN_ENV} not set"
-    assert not (tmp_path / "hub_backup").exists()  # nothing exported when off
