@@ -373,3 +373,43 @@ def test_the_live_ranker_is_loaded_once_and_swapped_on_promotion(tmp_path, tiny_
     service._on_promoted("default", v2, newer)  # what the retrain job calls
     assert service.ranker("latest retrained") is newer and len(loads) == 1
     assert version == "v0001" and v2 == "v0002"
+
+
+# --- restart: labels and ranker versions come back from the Hub backup ------------------------
+
+
+def test_a_restarted_app_restores_labels_and_the_live_ranker_from_the_hub(tmp_path, tiny_base):
+    from labeling.sync import HubBackup
+    from ranker.estimator import LanguageRanker
+    from tests.labeling.fake_hub import LocalFolderHub
+    from tests.labeling.synthetic import FAST, synthetic_queries
+
+    hub = LocalFolderHub(tmp_path / "hub")
+    hub.create_repo("me/backup", repo_type="dataset", private=True)
+
+    def run(folder):
+        service = RankerService(ServiceConfig(data_dir=folder, access=AccessConfig(local_mode=True),
+                                              rates=RateLimits.unlimited(), hub_backup=False,
+                                              retrain=RetrainConfig(every_k_labels=0)))
+        backup = HubBackup(hub, "me/backup", service.labels, service.registry)
+        return service.start(tiny_base, backup=backup)
+
+    first = run(tmp_path / "first")
+    caller = first.identify(annotator="alice")
+    generation = first.generate(caller, PROMPT, **SMALL, seed=5)
+    label_id = first.label(caller, generation.request_id, "1", client_key="k-1")
+    ranker = LanguageRanker(kind="list", seed=0, steps=5, **FAST).fit(synthetic_queries(20))
+    version = first.registry.add(ranker, {}, promoted=True, reason="test")
+    first.close()  # a last push on the way out
+
+    second = run(tmp_path / "second")  # a new machine: an empty data folder
+    assert "restored from the Hub" in second.backup_note
+    assert list(second.labels.labels_frame().label_id) == [label_id]
+    assert second.labels.get_request(generation.request_id)["candidates"] == generation.result.texts
+    assert second.registry.current() == version
+    restored = second.ranker("latest retrained")
+    queries = synthetic_queries(3, seed=9)
+    assert torch.allclose(restored.score(queries[0].instruction, queries[0].responses),
+                          ranker.score(queries[0].instruction, queries[0].responses))
+    assert second.label(second.identify(annotator="alice"), generation.request_id, "1", client_key="k-1") == label_id
+    second.close()
