@@ -14,26 +14,33 @@ it was added), status ("promoted", "refused" or "rolled back"), reason, metrics 
 metrics), label_count, info (free-form). Only versions that were promoted can become current:
 `add(promoted=True)` makes the new version current; `rollback` moves back to an earlier one.
 
-One process should write a registry at a time (the app); a lock serialises its threads.
+Crashes and disks: writers hold an exclusive lock (`.lock`, flock) shared by threads and
+processes. A writer killed at any moment leaves the index and every indexed version intact; at
+worst a hidden staging folder (`.v0003.<random>.tmp`, removed by the next `add`) or a complete
+version folder that the index does not name yet (its number is then never reused). A read-only or
+full disk makes `add`/`rollback` raise an OSError naming the path and saying which, changing nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
-import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ranker.atomic import atomic_folder
+from ranker.atomic import atomic_folder, atomic_write, clear_write_errors, remove_stale_staging
 from ranker.checkpoint import _json_safe
 from ranker.estimator import LanguageRanker
 from ranker.fingerprint import FeatureFingerprint
 
 INDEX_NAME = "registry.json"
 ENTRY_NAME = "entry.json"
+LOCK_NAME = ".lock"
 FORMAT = "language-ranker-registry"
 FORMAT_VERSION = 1
 PROMOTED, REFUSED, ROLLED_BACK = "promoted", "refused", "rolled back"
@@ -55,7 +62,8 @@ class RankerRegistry:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"registry root {str(self.root)!r} exists and is not a folder")
-        self.root.mkdir(parents=True, exist_ok=True)
+        with clear_write_errors(self.root / INDEX_NAME):
+            self.root.mkdir(parents=True, exist_ok=True)
         self.index_path = self.root / INDEX_NAME
         self._lock = threading.RLock()
         self._read_index()  # fail now, not at the first add, on a corrupt index
@@ -67,25 +75,36 @@ class RankerRegistry:
             return {"format": FORMAT, "format_version": FORMAT_VERSION, "profiles": {}}
         try:
             index = json.loads(self.index_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{self.index_path} is not a readable registry index: {error}") from error
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise ValueError(f"{self.index_path} is not a ranker registry index (format {index.get('format') if isinstance(index, dict) else None!r})")
         if index.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{self.index_path} has format_version {index.get('format_version')!r}; only {FORMAT_VERSION} is supported")
+        problem = _index_problem(index)
+        if problem:
+            raise ValueError(f"{self.index_path} is not a consistent registry index: {problem}")
         return index
 
     def _write_index(self, index: dict) -> None:
-        handle, temp = tempfile.mkstemp(prefix=f".{INDEX_NAME}.", suffix=".tmp", dir=self.root)
-        try:
-            with os.fdopen(handle, "w") as file:
-                json.dump(_json_safe(index), file, indent=2, allow_nan=False)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, self.index_path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.index_path, (json.dumps(_json_safe(index), indent=2, allow_nan=False) + "\n").encode())
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[None]:
+        """Exclusive write access: this process's threads (RLock) and other processes (flock on LOCK_NAME).
+
+        Holding it, no other writer is running, so staging left by a writer that died is removed.
+        """
+        with self._lock:
+            with clear_write_errors(self.root / LOCK_NAME):
+                handle = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                for folder in [self.root] + [p for p in self.root.iterdir() if p.is_dir() and _PROFILE_RE.match(p.name)]:
+                    remove_stale_staging(folder)
+                yield
+            finally:
+                os.close(handle)  # releases the flock
 
     @staticmethod
     def _profile_record(index: dict, profile: str) -> dict:
@@ -122,7 +141,7 @@ class RankerRegistry:
         check_profile(profile)
         if not isinstance(metrics, dict):
             raise ValueError(f"metrics must be a dict of metric name -> value, got {metrics!r}")
-        with self._lock:
+        with self._writer():
             index = self._read_index()
             record = self._profile_record(index, profile)
             version = self._next_version(index, profile)
@@ -166,7 +185,7 @@ class RankerRegistry:
         version left is marked "rolled back". `to` names a version that was promoted once (status
         "promoted" or "rolled back"); refused versions are never made current. ValueError otherwise.
         """
-        with self._lock:
+        with self._writer():
             index = self._read_index()
             record = index["profiles"].get(profile)
             current = record["current"] if record else None
@@ -204,3 +223,20 @@ class RankerRegistry:
     def profiles(self) -> list[str]:
         """Profiles with at least one version, sorted."""
         return sorted(name for name, record in self._read_index()["profiles"].items() if record["versions"])
+
+
+def _index_problem(index: dict) -> str | None:
+    """What is wrong with the shape of a parsed index (a hand edit, another program), or None."""
+    profiles = index.get("profiles")
+    if not isinstance(profiles, dict):
+        return f"'profiles' must be an object, got {profiles!r:.80}"
+    for name, record in profiles.items():
+        if not isinstance(record, dict) or not isinstance(record.get("versions"), list):
+            return f"profile {name!r} must be an object with a 'versions' list, got {record!r:.80}"
+        versions = [entry.get("version") if isinstance(entry, dict) else None for entry in record["versions"]]
+        bad = [v for v in versions if not (isinstance(v, str) and _VERSION_RE.match(v))]
+        if bad or len(set(versions)) != len(versions):
+            return f"profile {name!r} has bad or repeated version entries: {versions}"
+        if record.get("current") is not None and record["current"] not in versions:
+            return f"profile {name!r} has current {record['current']!r}, which is not one of its versions {versions}"
+    return None

@@ -8,10 +8,12 @@ The card holds everything needed to rebuild and to judge the ranker:
 Loading rebuilds the model from `ranker_config` and, given the fingerprint of the features it will
 be fed, refuses (ValueError saying why) when they come from another base model or layer.
 
-Writes are atomic: all files go to a temporary folder next to the target, which then replaces the
-target with `os.replace`. A reader sees the old checkpoint or the new one, never half of one. (An
-existing checkpoint is first renamed aside, since a folder cannot replace a non-empty folder; for
-that instant the path is absent.)
+Writes are atomic (`ranker.atomic.atomic_folder`): all files go to a temporary folder next to the
+target, which then replaces the target. A reader sees the old checkpoint or the new one, never half
+of one; a read-only or full disk raises an OSError saying so, and the old checkpoint stays.
+
+Loading never shows a raw safetensors/json/torch traceback: a missing, truncated or corrupt file,
+a malformed card, or weights that do not fit the card raise ValueError naming the file and the fault.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class RankerCard:
         if data.get("format_version") != FORMAT_VERSION:
             version = data.get("format_version")
             raise ValueError(f"card format_version {version!r} is not supported (only {FORMAT_VERSION})")
+        for name in ("ranker_config", "train_config", "fingerprint", "training_data", "metrics"):
+            if data.get(name) is not None and not isinstance(data[name], dict):
+                raise ValueError(f"card field {name!r} must be a JSON object, got {data[name]!r:.80}")
         return cls(
             ranker_config=RankerConfig.from_dict(data["ranker_config"]),
             train_config=TrainConfig.from_dict(data["train_config"]) if data.get("train_config") else None,
@@ -131,10 +136,35 @@ def save_checkpoint(
     return path
 
 
+def read_json(path: str | os.PathLike, what: str) -> dict:
+    """The JSON object in the file `path`; ValueError naming the file (and `what` it should be) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} not found: {what} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a readable {what} (corrupt or truncated JSON?): {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a valid {what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_tensors(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """The tensors in the safetensors file `path`, on CPU; ValueError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} not found: {what} is missing")
+    try:
+        return load_file(path, device="cpu")
+    except Exception as error:  # safetensors raises its own SafetensorError (no ValueError) on a bad file
+        raise ValueError(f"{path} is not a readable safetensors file of {what} (truncated or corrupt?): {error}") from None
+
+
 def load_extra_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The extra tensors saved with the checkpoint at `path` ({} when it has none)."""
     extra = Path(path) / EXTRA_NAME
-    return load_file(extra, device="cpu") if extra.is_file() else {}
+    return read_tensors(extra, "the ranker's extra tensors") if extra.exists() else {}
 
 
 def read_card(path: str | os.PathLike) -> RankerCard:
@@ -142,7 +172,12 @@ def read_card(path: str | os.PathLike) -> RankerCard:
     card_path = Path(path) / CARD_NAME
     if not card_path.is_file():
         raise ValueError(f"{path} is not a ranker checkpoint: {CARD_NAME} not found")
-    return RankerCard.from_dict(json.loads(card_path.read_text()))
+    data = read_json(card_path, "ranker card")
+    try:
+        return RankerCard.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        detail = f"missing field {error}" if isinstance(error, KeyError) else str(error)
+        raise ValueError(f"{card_path} is not a valid ranker card: {detail}") from None
 
 
 def load_checkpoint(
@@ -167,6 +202,15 @@ def load_checkpoint(
     weights = Path(path) / WEIGHTS_NAME
     if not weights.is_file():
         raise ValueError(f"{path} is not a ranker checkpoint: {WEIGHTS_NAME} not found")
+    state = read_tensors(weights, "ranker weights")
     model = build_ranker(card.ranker_config)
-    model.load_state_dict(load_file(weights, device="cpu"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # missing/unexpected keys or other shapes: weights of another ranker
+        config = card.ranker_config
+        detail = " ".join(str(error).split())
+        raise ValueError(
+            f"{weights} does not fit the ranker its card describes ({config.kind}, hidden size {config.hidden_size}); "
+            f"weights from another ranker or model? {detail[:500]}"
+        ) from None
     return model.to(device).eval(), card

@@ -9,6 +9,9 @@ the experiments, so that no experiment re-runs the LLM. On disk, a folder:
   log-probs, `correct` (the checker's label) and `vote_key` (for majority vote);
 - `problems.jsonl`: the problems (prompt, answer, checker, tests, family);
 - `card.json`: model fingerprint, layers, sampling config, what was built, timings.
+
+`save` is atomic (`ranker.atomic.atomic_folder`); `load` raises ValueError naming the file and the
+fault when a file is missing, truncated or corrupt, or when the features do not fit the card's model.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import ranker
 from ranker.atomic import atomic_folder
+from ranker.checkpoint import read_json, read_tensors
 from ranker.fingerprint import FeatureFingerprint, ModelFingerprint
 from ranker.sampling import SamplingConfig
 from ranker.tasks import Problem
@@ -174,24 +178,70 @@ class FeatureStore:
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureStore":
+        """Read a store folder; ValueError naming the file and the fault when any file is missing or corrupt."""
         folder = Path(path)
         card_path = folder / "card.json"
         if not card_path.is_file():
             raise ValueError(f"{str(folder)!r} is not a feature store (no card.json); build one with `python -m ranker build`.")
-        card = json.loads(card_path.read_text())
-        tensors = load_file(folder / "features.safetensors")
-        problems = []
-        with open(folder / "problems.jsonl", encoding="utf-8") as handle:
-            for line in handle:
-                record = json.loads(line)
-                problems.append(Problem(record["prompt"], record["answer"], record["checker"], tuple(record["tests"]), record["family"]))
-        return cls(
-            problems=problems,
-            candidates=pd.read_parquet(folder / "candidates.parquet"),
-            instruction=tensors["instruction"].float(),
-            responses=tensors["responses"].float(),
-            layers=tuple(card["layers"]),
-            model=ModelFingerprint.from_dict(card["model"]),
-            sampling=SamplingConfig(**card["sampling"]),
-            info=card.get("info", {}),
-        )
+        card = read_json(card_path, "feature store card")
+        try:
+            layers = tuple(int(layer) for layer in card["layers"])
+            model = ModelFingerprint.from_dict(card["model"])
+            sampling = SamplingConfig(**card["sampling"])
+        except (KeyError, TypeError, ValueError) as error:
+            detail = f"missing field {error}" if isinstance(error, KeyError) else str(error)
+            raise ValueError(f"{card_path} is not a valid feature store card: {detail}") from None
+        features_path = folder / "features.safetensors"
+        tensors = read_tensors(features_path, "the store's features")
+        for name, dims in (("instruction", 3), ("responses", 4)):
+            tensor = tensors.get(name)
+            if tensor is None or tensor.dim() != dims:
+                shape = None if tensor is None else tuple(tensor.shape)
+                raise ValueError(f"{features_path} must hold {name!r} with {dims} dimensions, got shape {shape}")
+            # The card names the model and layers the features came from; features of another model do not fit it.
+            if tensor.shape[-2:] != (len(layers), model.hidden_size):
+                raise ValueError(
+                    f"{features_path}: {name!r} has {tensor.shape[-2]} layers of width {tensor.shape[-1]}, but {card_path} "
+                    f"says layers {list(layers)} of {model.model_id} (hidden size {model.hidden_size}); wrong card or features"
+                )
+        problems = _read_problems(folder / "problems.jsonl")
+        candidates_path = folder / "candidates.parquet"
+        if not candidates_path.is_file():
+            raise ValueError(f"{candidates_path} not found: the store's candidates are missing")
+        try:
+            candidates = pd.read_parquet(candidates_path)
+        except Exception as error:  # pyarrow's errors do not name the file
+            raise ValueError(f"{candidates_path} is not a readable parquet file (truncated or corrupt?): {error}") from None
+        try:
+            return cls(
+                problems=problems,
+                candidates=candidates,
+                instruction=tensors["instruction"].float(),
+                responses=tensors["responses"].float(),
+                layers=layers,
+                model=model,
+                sampling=sampling,
+                info=card.get("info", {}),
+            )
+        except ValueError as error:
+            raise ValueError(f"feature store {str(folder)!r} is inconsistent: {error}") from None
+
+
+def _read_problems(path: Path) -> list[Problem]:
+    """problems.jsonl as Problems; ValueError naming the file and line of the first bad record."""
+    if not path.is_file():
+        raise ValueError(f"{path} not found: the store's problems are missing")
+    problems = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    record = json.loads(line)
+                    problems.append(Problem(record["prompt"], record["answer"], record["checker"], tuple(record["tests"]),
+                                            record["family"]))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                    detail = f"missing field {error}" if isinstance(error, KeyError) else str(error)
+                    raise ValueError(f"{path} line {number} is not a valid problem record: {detail}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not readable: {error}") from None
+    return problems
