@@ -53,6 +53,7 @@ Where the data dir is by default: `labeling.sync.default_data_dir`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -77,6 +78,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from ranker.atomic import clear_write_errors
 from ranker.data import ALL_BAD, TIE, Preference
 from ranker.tasks.voting import response_keys
 
@@ -416,8 +418,9 @@ class LabelStore:
         self.data_dir = Path(data_dir)
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ValueError(f"data_dir {str(self.data_dir)!r} exists and is not a folder")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_NAME
+        with clear_write_errors(self.path):  # a read-only or full disk: OSError saying so
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._local = threading.local()
         try:
@@ -452,7 +455,7 @@ class LabelStore:
                         for statement in _MIGRATIONS[old]:
                             conn.execute(statement)
         except sqlite3.DatabaseError as error:
-            raise ValueError(f"{self.path} is not a readable label store: {error}") from error
+            raise _write_failure(error, self.path) or ValueError(f"{self.path} is not a readable label store: {error}") from error
 
     def _schema_version(self, conn: sqlite3.Connection) -> int | None:
         """None for an empty database, the version of a label store this code reads; ValueError otherwise."""
@@ -498,13 +501,16 @@ class LabelStore:
         """One write transaction, serialised with the other writers of this process (and, by
         BEGIN IMMEDIATE, of other processes)."""
         with self._write_lock, self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as error:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                failure = _write_failure(error, self.path) if isinstance(error, sqlite3.Error) else None
+                if failure is not None:
+                    raise failure from error
                 raise
 
     def journal_mode(self) -> str:
@@ -1017,3 +1023,15 @@ def _normalise_grades(grades: Mapping[int | str, int] | None, n: int) -> dict[st
             raise ValueError(f"grade for candidate {index} must be 1..5 stars or -1/+1 thumbs, got {value!r:.100}")
         out[str(index)] = int(value)
     return out
+
+
+def _write_failure(error: sqlite3.Error, path: Path) -> OSError | None:
+    """An OSError saying why SQLite could not write `path` (read-only folder, full or failing disk), else None."""
+    name = getattr(error, "sqlite_errorname", "")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) and not os.access(path.parent, os.W_OK):
+        return OSError(errno.EACCES, f"cannot write {path}: {path.parent} is read-only (this process may not write there); "
+                                     "nothing was written")
+    if name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR"):
+        return OSError(errno.ENOSPC, f"cannot write {path}: the disk is full or failing ({error}); "
+                                     "what was committed before is kept, this write was not made")
+    return None
