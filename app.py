@@ -19,6 +19,7 @@ from pathlib import Path
 import gradio as gr
 import plotly.graph_objects as go
 
+from labeling.http_api import label_router
 from labeling.service import CHOICE_WORDS, LATEST, Generation, RankerService, ServiceConfig, stored_rows
 from labeling.store import DEFAULT_PROFILE
 from ranker.base_model import install_embedded_model, load_base_model
@@ -442,6 +443,16 @@ def build_demo(app_service: RankerService, oauth: bool | None = None) -> gr.Bloc
     return demo
 
 
+def launch(demo: gr.Blocks, app_service: RankerService, **kwargs):
+    """Serve the UI and, on the same server, the JSON label routes (`labeling.http_api`). Returns (app, url).
+
+    Does not block (the caller blocks with `demo.block_thread()`); kwargs go to `demo.launch`.
+    """
+    server_app, local_url, _ = demo.launch(prevent_thread_lock=True, **LAUNCH_KWARGS, **kwargs)
+    server_app.include_router(label_router(app_service))
+    return server_app, local_url
+
+
 def main() -> None:
     import argparse
 
@@ -458,7 +469,12 @@ def main() -> None:
         app_service.start(load_base_model(args.model))  # before serving, so the first user does not wait
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    build_demo(app_service).launch(server_name=server_name, server_port=args.port, **LAUNCH_KWARGS)
+    demo = build_demo(app_service)
+    launch(demo, app_service, server_name=server_name, server_port=args.port)
+    try:
+        demo.block_thread()
+    finally:
+        app_service.close()
 
 
 if __name__ == "__main__":

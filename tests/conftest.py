@@ -70,8 +70,8 @@ def app_server(app_service):
     import app
 
     demo = app.build_demo(app_service)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True, **app.LAUNCH_KWARGS)
+    _, url = app.launch(demo, app_service, server_name="127.0.0.1", server_port=None, quiet=True)
     try:
-        yield app, demo.local_url, app_service
+        yield app, url, app_service
     finally:
         demo.close()

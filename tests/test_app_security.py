@@ -30,9 +30,9 @@ def public_app(tiny_base, tmp_path_factory):
     )
     service = RankerService(config).start(tiny_base)
     demo = app.build_demo(service)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    _, url = app.launch(demo, service, server_name="127.0.0.1", server_port=None, quiet=True)
     try:
-        yield service, demo.local_url
+        yield service, url
     finally:
         demo.close()
         service.close()
@@ -100,3 +100,38 @@ def test_generations_are_rate_limited_and_bounded_over_http(public_app):
     with pytest.raises(AppError, match="Slow down: you sent 8 generations"):
         generate(client, 9)
     assert service.lane.uses == uses + 8
+
+
+def test_the_json_label_route_has_the_same_rules(public_app):
+    import httpx
+
+    service, url = public_app
+    request_ids = [generate(Client(url, verbose=False), seed)[0] for seed in (11, 12)]
+    token = {"x-annotator-token": "c0ffee" * 5 + "00"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        first = http.post("/api/label", json={"request_id": request_ids[0], "choice": "1", "client_key": "rest-1"}, headers=token)
+        again = http.post("/api/label", json={"request_id": request_ids[0], "choice": "1", "client_key": "rest-1"}, headers=token)
+        assert first.status_code == 200 and again.json() == first.json()
+        label_id = first.json()["label_id"]
+        annotator = service.labels.labels_frame().set_index("label_id").loc[label_id, "annotator"]
+        assert annotator == service.identify(browser_token="c0ffee" * 5 + "00").annotator  # the token is the id
+        refused = [
+            (http.post("/api/label", json={"request_id": "f" * 32, "choice": "0"}, headers=token), 400, "unknown request_id"),
+            (http.post("/api/label", json={"request_id": request_ids[1], "choice": "7"}, headers=token), 400, "choice must be"),
+            (http.post("/api/label", json={"request_id": request_ids[1], "choice": "0", "x": 1}, headers=token), 400, "unknown fields"),
+            (http.post("/api/label", content=b"[1, 2]", headers=token), 400, "must be a JSON object"),
+            (http.post("/api/label", content=b"\xff\xfe", headers=token), 400, "must be a JSON object"),
+            (http.post("/api/label", content=b"{" + b" " * 5000 + b"}", headers=token), 413, "the limit is 4096"),
+            (http.post("/api/label", json={"request_id": request_ids[1], "choice": "0", "annotator": "boss"}, headers=token),
+             403, "accepted only in local mode"),
+        ]
+        before = service.labels.revision()
+        for response, status, message in refused:
+            assert response.status_code == status and message in response.json()["error"], response.text
+        assert service.labels.revision() == before
+        assert http.post("/api/undo", json={}, headers=token).json() == {"label_id": label_id}
+        for k in range(5):  # 5 labels a minute per annotator in this app
+            http.post("/api/label", json={"request_id": request_ids[k % 2], "choice": str(k % 2)}, headers=token)
+        limited = http.post("/api/label", json={"request_id": request_ids[1], "choice": "0"}, headers=token)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+        assert limited.json()["error"].startswith("Slow down: you sent 5 labels")
