@@ -157,12 +157,11 @@ class RankerService:
         """
         self.config = config
         self.data_dir = Path(config.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.labels = LabelStore(self.data_dir)  # creates the folder; a read-only or full disk fails here, saying so
         try:  # owner only: sandboxed code runs as another user where it can (ranker.tasks.sandbox)
             os.chmod(self.data_dir, 0o700)
         except OSError as error:
             logger.warning("could not make %s private: %s", self.data_dir, error)
-        self.labels = LabelStore(self.data_dir)
         self.registry = RankerRegistry(self.data_dir / "rankers")
         self.lane = ModelLane()
         self.worker = RetrainWorker(max_queued=config.max_queued_retrains)

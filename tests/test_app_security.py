@@ -4,6 +4,8 @@ Roles, identity from the request, rate limits and idempotent labels, over HTTP e
 hostile client would call them.
 """
 
+from pathlib import Path
+
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -135,3 +137,54 @@ def test_the_json_label_route_has_the_same_rules(public_app):
         limited = http.post("/api/label", json={"request_id": request_ids[1], "choice": "0"}, headers=token)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
         assert limited.json()["error"].startswith("Slow down: you sent 5 labels")
+
+
+def test_importing_the_app_has_no_side_effects(tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "LANGUAGE_RANKER_DATA": str(tmp_path / "data"), "HF_TOKEN": "hf_read_only",
+           "LANGUAGE_RANKER_HUB_DATASET": "not a repo id", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", "import app; print(app.build_demo.__name__)"], cwd=Path(__file__).parents[1],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "build_demo", done.stderr[-2000:]
+    assert not (tmp_path / "data").exists()  # no label store, no Hub sync, no thread
+
+
+def test_hugging_face_sign_in_makes_the_user_name_the_annotator_id(public_app, monkeypatch):
+    """OAuth as on a Space, with Gradio's local stand-in for the Hub's login (offline): the session
+    cookie it sets makes the caller hf:<user>, an admin here, in the Gradio handlers and the JSON route."""
+    import time
+
+    import gradio as gr
+    import gradio.oauth
+    import httpx
+
+    import app
+
+    service, _ = public_app
+    user = {"preferred_username": "boss", "name": "Boss", "profile": "", "picture": ""}
+    monkeypatch.setattr(gradio.oauth, "_get_mocked_oauth_info", lambda: {
+        "access_token": "mock", "token_type": "bearer", "expires_in": 3600, "id_token": "x", "scope": "openid profile",
+        "expires_at": int(time.time()) + 3600, "userinfo": user})
+    demo = app.build_demo(service, oauth=True)
+    assert any(isinstance(block, gr.LoginButton) for block in demo.blocks.values())
+    assert not any(isinstance(block, gr.LoginButton) for block in app.build_demo(service, oauth=False).blocks.values())
+    _, url = app.launch(demo, service, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        request_id = generate(Client(url, verbose=False), 21)[0]
+        with httpx.Client(base_url=url, timeout=30) as http:
+            login = http.get("/login/callback")  # where the Hub's login returns to; sets the session cookie
+            cookie = login.headers["set-cookie"].split(";")[0]  # https-only cookie: sent by hand over http
+            label = http.post("/api/label", json={"request_id": request_id, "choice": "0"}, headers={"cookie": cookie})
+            anonymous = http.post("/api/label", json={"request_id": request_id, "choice": "1"})
+        assert label.status_code == 200 and anonymous.status_code == 200
+        annotators = service.labels.labels_frame().set_index("label_id").annotator
+        assert annotators[label.json()["label_id"]] == "hf:boss" and annotators[anonymous.json()["label_id"]].startswith("anon:")
+    finally:
+        demo.close()
+    profile = gr.OAuthProfile(user)  # what Gradio injects into the handlers from the same cookie
+    caller = app.Handlers(service)._caller(None, profile)
+    assert caller.annotator == "hf:boss" and caller.is_admin
+    front_matter = (Path(__file__).parents[1] / "README.md").read_text().split("---")[1]
+    assert "\nhf_oauth: true\n" in front_matter

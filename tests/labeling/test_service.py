@@ -413,3 +413,12 @@ def test_a_restarted_app_restores_labels_and_the_live_ranker_from_the_hub(tmp_pa
                           ranker.score(queries[0].instruction, queries[0].responses))
     assert second.label(second.identify(annotator="alice"), generation.request_id, "1", client_key="k-1") == label_id
     second.close()
+
+
+def test_the_data_folder_is_private_and_a_read_only_one_is_refused_clearly(tmp_path, tiny_base):
+    service = make_service(tmp_path, tiny_base)
+    assert (service.data_dir.stat().st_mode & 0o777) == 0o700  # sandboxed code of another user cannot read it
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        RankerService(ServiceConfig(data_dir=blocker, hub_backup=False))
