@@ -14,6 +14,8 @@ from __future__ import annotations
 import html
 import os
 import secrets
+import signal
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -471,6 +473,7 @@ def main() -> None:
         raise SystemExit(f"error: {error}") from None
     demo = build_demo(app_service)
     launch(demo, app_service, server_name=server_name, server_port=args.port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a Space stops with SIGTERM: close (last Hub push) first
     try:
         demo.block_thread()
     finally:
