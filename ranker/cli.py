@@ -491,7 +491,7 @@ def add_train_rm(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ranker",
+        prog="python -m ranker" if Path(sys.argv[0]).name == "__main__.py" else "language-ranker",
         description="Language Ranker: rank sampled LLM answers with a tiny ranker on the base model's own hidden states.",
     )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")

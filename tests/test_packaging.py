@@ -1,0 +1,94 @@
+"""The package installs, and its requirement lists agree: pyproject.toml, requirements.txt (Spaces), the README's sdk_version."""
+
+import ast
+import re
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+SELF = "language-ranker"
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirements(lines) -> dict[str, Requirement]:
+    """{normalised name: requirement}, skipping references to this package's own extras."""
+    parsed = [Requirement(line) for line in lines]
+    return {normalise(r.name): r for r in parsed if normalise(r.name) != SELF}
+
+
+def spaces_requirements() -> list[str]:
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+def test_requirements_txt_is_the_core_app_and_reward_requirements_exactly():
+    extras = PROJECT["optional-dependencies"]
+    declared = requirements(PROJECT["dependencies"] + extras["app"] + extras["reward"])
+    listed = requirements(spaces_requirements())
+    assert {name: str(r) for name, r in listed.items()} == {name: str(r) for name, r in declared.items()}
+    assert all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in listed.values())  # all pinned
+
+
+def test_the_readme_sdk_version_is_the_pinned_gradio():
+    gradio = requirements(PROJECT["optional-dependencies"]["app"])["gradio"]
+    front_matter = (ROOT / "README.md").read_text().split("---")[1]
+    sdk_version = re.search(r"^sdk_version: (\S+)$", front_matter, re.M).group(1)
+    assert str(gradio.specifier) == f"=={sdk_version}" and "oauth" in gradio.extras
+
+
+def imported_top_level_modules(paths) -> set[str]:
+    modules = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return modules
+
+
+def test_every_imported_package_is_declared():
+    declared = set(requirements(PROJECT["dependencies"] + [r for extra in PROJECT["optional-dependencies"].values()
+                                                             for r in extra]))
+    distributions = packages_distributions()
+    imported = imported_top_level_modules([*(ROOT / "ranker").rglob("*.py"), *(ROOT / "labeling").rglob("*.py"), ROOT / "app.py"])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("ranker", "labeling", "spaces")}
+    undeclared = {}
+    for module in sorted(third_party):
+        names = {normalise(d) for d in distributions.get(module, [module])}
+        if not names & declared:
+            undeclared[module] = sorted(names)
+    assert undeclared == {}, f"imported but not declared in pyproject.toml: {undeclared}"
+    assert {"huggingface-hub", "numpy", "pyarrow", "tqdm", "kaleido"} <= declared
+
+
+def test_pip_install_gives_the_libraries_and_the_command(tmp_path):
+    """`pip install .` (into a folder, without dependencies: the test environment has them) and run from there."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(target), str(ROOT)], check=True, timeout=300,
+                   capture_output=True)
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "GRADIO_ANALYTICS_ENABLED": "False"}
+    imported = subprocess.run(
+        [sys.executable, "-c", "import ranker, labeling, ranker.tasks.checkers as c; "
+                               "print(ranker.__file__); print(labeling.__file__); print(len(c.__doc__) > 0)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    ranker_file, labeling_file, _ = imported.stdout.split()
+    assert ranker_file.startswith(str(target)) and labeling_file.startswith(str(target))  # the installed copy, not the repo
+    assert (target / "ranker" / "tasks" / "data" / "countries.csv").is_file()  # package data travels
+    command = subprocess.run([str(target / "bin" / SELF), "--help"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert command.returncode == 0, command.stderr[-2000:]
+    assert command.stdout.startswith(f"usage: {SELF} ")
+    for verb in ("build", "train", "train-rm", "eval", "experiment", "plots", "report"):
+        assert verb in command.stdout
