@@ -70,28 +70,46 @@ def test_label_is_stored_with_everything_needed_to_retrain(client, generated, ap
     assert stored["prompt"] == PROMPT and len(stored["rm_scores"]) == 4
 
 
-def test_retrain_promotes_or_refuses_with_a_reason(client, generated, app_server):
+def test_retrain_decides_by_the_rule_and_says_why(client, generated, app_server):
+    """The decision and its reason are what the promotion rule gives for the two rankers' own metrics."""
+    from labeling.retrain import promotion_decision, validation_metrics
+
+    service = app_server[2]
     request_id, rows, _, _ = generated
     client.predict(request_id, str(rows[0]["candidate"]), "tester", api_name="/label")
+    live_before = service.ranker("latest retrained")
     message = client.predict("default", "", api_name="/retrain")  # local mode: a loopback caller is an admin
     assert message == "Retraining queued; it runs in the background."
     deadline = time.time() + 120
-    status = client.predict(api_name="/retrain_status")
+    status = client.predict("default", api_name="/retrain_status")
     while status["state"] in ("queued", "running") and time.time() < deadline:
         time.sleep(0.5)
-        status = client.predict(api_name="/retrain_status")
+        status = client.predict("default", api_name="/retrain_status")
     assert status["state"] == "idle", status.get("last_error")
     result = status["last_result"]
-    assert result["version"] is not None and result["reason"]
+    job = service.jobs["default"]
+    new = service.registry.load(result["version"])
+    expected_new = validation_metrics(new, job.val_store, [])
+    expected_current = validation_metrics(live_before, job.val_store, [])
+    assert result["metrics"] == pytest.approx(expected_new) and result["current_metrics"] == pytest.approx(expected_current)
+    promoted, reason = promotion_decision(expected_new, expected_current, job.config.tolerance)
+    assert (result["promoted"], result["reason"]) == (promoted, reason)
     entry = [h for h in status["history"] if h["version"] == result["version"]][0]
-    assert entry["status"] == ("promoted" if result["promoted"] else "refused")
-    assert "store_accuracy" in result["reason"] or "no current" in result["reason"].lower()
+    assert entry["status"] == ("promoted" if promoted else "refused")
+    assert (service.ranker("latest retrained") is live_before) is (not promoted)  # swapped in memory only on promotion
 
 
-def test_plot_endpoint_returns_five_figures(client):
-    figures = client.predict(api_name="/plots")
-    assert len(figures) == 5
-    assert all(isinstance(f, dict) and f.get("type") == "plotly" for f in figures)
+def test_plot_endpoint_returns_the_results_figures_and_the_learning_curve(client):
+    import json
+
+    figures = [json.loads(f["plot"]) for f in client.predict(api_name="/plots")]
+    titles = [f["layout"]["title"]["text"] for f in figures]
+    assert titles[:4] == ["Scaling law: best-of-N accuracy vs N", "Layer ablation: which hidden layer to read",
+                          "Transformer blocks in the ListRanker",
+                          "Cross-task transfer (rows: trained on; columns: evaluated on)"]
+    scaling = {trace["name"] for trace in figures[0]["data"]}
+    assert {"ListRanker", "PointRanker", "oracle (any correct)"} <= scaling  # from assets/results/scaling.csv
+    assert all(figures[k]["data"] for k in range(4)) and len(figures) == 5
 
 
 def test_blind_generate_hides_scores(client):
