@@ -5,9 +5,9 @@ Three sources, one result (`BaseModel`):
 - a local folder in Hugging Face format;
 - a Hugging Face hub id (needs network, or a populated hub cache).
 
-Dequantising the GGUF file takes ~19 s on 2 cores, so the first load saves a float copy
-under the cache directory, keyed by the GGUF file's sha256; later loads read that copy
-(well under a second).
+Dequantising the GGUF file is slow (the README's "Two commands" gives the time), so the first
+load saves a float copy under the cache directory, keyed by the GGUF file's sha256; later loads
+read that copy instead.
 
 Choose the model with `load_base_model(name)`, the CLI's `--model`, or the environment
 variable `LANGUAGE_RANKER_MODEL`. `name` of None, "" or "embedded" means the embedded model.
@@ -248,7 +248,7 @@ def _load_local_folder(folder: Path, dtype: torch.dtype) -> BaseModel:
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face endpoint accepts a TCP connection (False at once when offline).
 
-    Without this check an unreachable hub costs about 50 s of retries before the error.
+    Without this check an unreachable hub costs a long series of retries before the error.
     """
     from urllib.parse import urlparse
 
@@ -269,7 +269,7 @@ def _hub_offline_mode(offline: bool):
     """Put huggingface_hub in offline mode for the duration (it reads the flag at call time).
 
     `local_files_only` alone is not enough: transformers' adapter-config lookup still retries
-    the network for about 25 s before giving up.
+    the network before giving up.
     """
     from huggingface_hub import constants
 

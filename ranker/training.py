@@ -1,23 +1,15 @@
 """Train a ranker: one readable function, `train_ranker`, plus scoring and evaluation helpers.
 
-How the defaults (`TrainConfig()`) were chosen. Data: `make_synthetic_queries(signal=4,
-generic_signal=0.5)` at H = 576, 1000 training queries x 16 candidates, 500 validation queries;
-best-of-16 accuracy on validation (random pick 0.487, oracle 0.996; one run's noise is about
-+-0.016 at 500 queries), ListRanker unless stated; wall times on 2 shared CPU cores:
-    default (AdamW, lr 3e-3, cosine, 10 epochs, 64 groups of 8, 4 groups/query)   0.852  4.4-6.9 s
-    PointRanker, same defaults (2500 steps of 64 candidates)                      0.850  5.2 s
-    lr 1e-3 / 1e-2                                                                0.838 / 0.864
-    SGD momentum 0.9, lr 0.1 / 0.5                                                0.854 / 0.862
-    1 / 3 / 20 epochs                                                             0.732 / 0.850 / 0.862 (9.8 s)
-    use_instruction=False (list / point)                                          0.530 / 0.540
-The ranker is robust to the optimiser and learning rate (as the paper finds); what matters is
-enough steps. The paper's single epoch suits its 100 candidates per query; with 16 it under-trains.
-At H = 4096 the same run takes ~15 s.
+How the defaults (`TrainConfig()`) were chosen: a sweep of optimiser, learning rate, epochs and
+ranker kind on `make_synthetic_queries(signal=4, generic_signal=0.5)` at H = 576 (see the
+README's "Design checks on synthetic data"). The ranker is robust to the optimiser and
+learning rate (as the paper finds); what matters is enough steps. The paper's single epoch suits
+its 100 candidates per query; with 16 it under-trains.
 
 Threads: the ranker is tiny, so a step is many small ops, and torch's intra-op threads only add
-synchronisation. On the 2-core development machine the default run took 4.7 s with 1 thread and
-3.5 s with 2 when the machine was idle, but 172 s with 2 threads (6.6 s with 1) while other
-processes were busy. Hence `num_threads=1` by default, set only for the duration of training.
+synchronisation. A second thread was a little faster on an idle machine but many times slower
+while other processes were busy (see the README's "Design checks on synthetic data"). Hence
+`num_threads=1` by default, set only for the duration of training.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class TableLookup(Family):
       5. 12 rows, forward and reverse questions
     """
 
-    difficulty: int = 1  # calibrated on SmolLM2-135M-Instruct: level 2 gave 0-3% per-sample accuracy
+    difficulty: int = 1  # calibrated on SmolLM2-135M-Instruct: it rarely solves level 2 (see the README's results)
 
     name = "table_lookup"
     description = "Answer from a small country table in the prompt; answer is a name (exact match)."
