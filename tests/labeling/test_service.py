@@ -300,17 +300,23 @@ def test_a_bootstrap_running_while_users_generate_changes_no_request(tmp_path, t
 
     alone = [run(seed) for seed in range(6)]
     state = {}
-    service.bootstrap(caller, 2)
     threads = [threading.Thread(target=lambda s=s: state.__setitem__(s, run(s))) for s in range(6)]
-    for thread in threads:
-        thread.start()
+    with service.lane:  # hold the lane until the bootstrap and all six users queue behind it
+        service.bootstrap(caller, 2)
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while service.lane.waiting() < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert service.lane.waiting() == 7, service.lane.waiting()
     for thread in threads:
         thread.join(120)
     service._bootstrap_thread.join(300)
+    assert sorted(state) == list(range(6))  # every user request finished
     assert service.bootstrap_state == "done: v0001 is now the latest ranker", service.bootstrap_state
     assert tuple(sampled[0].responses.shape[:2]) == (10, 8)  # 5 families x 2 prompts, N=8, sampled while users waited
     assert service.lane.uses >= 6 + 6 + 1  # the solo runs, the concurrent ones, and the bootstrap's sampling
-    assert service.lane.max_waiting >= 1  # they really did queue for the lane
+    assert service.lane.max_waiting >= 7  # they really did queue for the lane
     for seed in range(6):
         texts, responses, instruction = state[seed]
         assert texts == alone[seed][0]
