@@ -22,11 +22,11 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from labeling.http_api import label_router
+from labeling.label_store import DEFAULT_PROFILE
 from labeling.service import CHOICE_WORDS, LATEST, Generation, RankerService, ServiceConfig, stored_rows
-from labeling.store import DEFAULT_PROFILE
-from ranker.base_model import install_embedded_model, load_base_model
-from ranker.plots import learning_curve_figure, load_figures
-from ranker.serving import RankedCandidates
+from ranker.capture.base_model import install_embedded_model, load_base_model
+from ranker.experiments.plots import learning_curve_figure, load_figures
+from ranker.serving.best_of_n import RankedCandidates
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces

@@ -38,11 +38,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ranker.base_model import load_base_model  # noqa: E402
-from ranker.evaluation import evaluate_selection  # noqa: E402
-from ranker.pipeline import subset_scorer, train_on_store  # noqa: E402
-from ranker.sampling import encode_prompts, eos_token_ids  # noqa: E402
-from ranker.store import FeatureStore  # noqa: E402
+from ranker.capture.base_model import load_base_model  # noqa: E402
+from ranker.capture.feature_store import FeatureStore  # noqa: E402
+from ranker.capture.sampling import encode_prompts, eos_token_ids  # noqa: E402
+from ranker.evaluation.selection import evaluate_selection  # noqa: E402
+from ranker.evaluation.store_scores import subset_scorer
+from ranker.rankers.store_training import train_on_store  # noqa: E402
 from ranker.tasks.checkers import last_number_span  # noqa: E402
 
 POOLINGS = ("last", "answer", "mean")

@@ -1,6 +1,6 @@
 """What does capturing ranking features during generation cost?
 
-Runs plain `model.generate` and `ranker.sampling.sample_candidates_batch` (generate with the
+Runs plain `model.generate` and `ranker.capture.sampling.sample_candidates_batch` (generate with the
 feature hooks, raw log-probs, and the final decode step) on the same prompts with the same
 seed, alternating which goes first, and reports the median of the per-pair time ratios.
 It also times the alternative this design avoids: a second forward pass over every
@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ranker.base_model import BaseModel, load_base_model  # noqa: E402
-from ranker.features import reference_hidden_states, resolve_layers  # noqa: E402
-from ranker.fingerprint import ModelFingerprint  # noqa: E402
-from ranker.sampling import SamplingConfig, encode_prompts, eos_token_ids, sample_candidates_batch  # noqa: E402
+from ranker.capture.base_model import BaseModel, load_base_model  # noqa: E402
+from ranker.capture.fingerprint import ModelFingerprint  # noqa: E402
+from ranker.capture.hidden_states import reference_hidden_states, resolve_layers  # noqa: E402
+from ranker.capture.sampling import SamplingConfig, encode_prompts, eos_token_ids, sample_candidates_batch  # noqa: E402
 
 PROMPTS = [
     "What is 47 + 38? Answer with just the number.",
@@ -110,7 +110,7 @@ def second_pass_seconds(base: BaseModel, results, layers: tuple[int, ...]) -> fl
 
 def breakdown(base: BaseModel, prompts: list[str], config: SamplingConfig, layers) -> None:
     """Time, inside one capture run, the two things capture adds to generate."""
-    import ranker.sampling as sampling
+    import ranker.capture.sampling as sampling
 
     spent = {"log-probs": 0.0, "final decode step": 0.0}
     original_call, original_final = sampling._RawLogProbs.__call__, sampling._final_decode_step

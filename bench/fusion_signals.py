@@ -1,6 +1,6 @@
-"""Which free signals should a ranker's score be fused with? (The ablation behind `ranker.fusion`.)
+"""Which free signals should a ranker's score be fused with? (The ablation behind `ranker.rankers.fusion`.)
 
-Four configurations of each ranker kind, trained with `ranker.pipeline.train_on_store`:
+Four configurations of each ranker kind, trained with `ranker.rankers.store_training.train_on_store`:
 - `hidden`: hidden states only (the paper's ranker, `fusion=False`);
 - `logprob`: fused with the mean log-prob, one set of weights
   (`fusion_signals=("mean_logprob",), fusion_clusters=(1,)`);
@@ -31,11 +31,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ranker.evaluation import evaluate_selection  # noqa: E402
-from ranker.features import resolve_layer  # noqa: E402
-from ranker.fusion import fold_indices  # noqa: E402
-from ranker.pipeline import subset_scorer, train_on_store  # noqa: E402
-from ranker.store import FeatureStore  # noqa: E402
+from ranker.capture.feature_store import FeatureStore  # noqa: E402
+from ranker.capture.hidden_states import resolve_layer  # noqa: E402
+from ranker.evaluation.selection import evaluate_selection  # noqa: E402
+from ranker.evaluation.store_scores import subset_scorer
+from ranker.rankers.fusion import fold_indices  # noqa: E402
+from ranker.rankers.store_training import train_on_store  # noqa: E402
 
 CONFIGS = {
     "hidden": {"fusion": False},

@@ -1,7 +1,7 @@
 """The experiment's main table on any built store pair, plus the shipped default rankers.
 
 `python -m ranker experiment` reports the main table for the task suite. This runs the same
-analysis (`ranker.experiments.main_table`: ListRanker and PointRanker, fused and hidden-state
+analysis (`ranker.experiments.runners.main_table`: ListRanker and PointRanker, fused and hidden-state
 only, trained on STORE/train, best-of-16 on STORE/test, --seeds seeds x 5 draws) on another
 store, for example one built from a task file, and scores the shipped rankers in
 assets/rankers/ on the same draws when their features match the store's. Prints the table
@@ -27,12 +27,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ranker.capture.feature_store import FeatureStore  # noqa: E402
 from ranker.cli import DEFAULT_RANKERS  # noqa: E402
-from ranker.estimator import LanguageRanker  # noqa: E402
-from ranker.experiments import DRAWS, MAIN_N, main_table  # noqa: E402
-from ranker.evaluation import evaluate_selection  # noqa: E402
-from ranker.pipeline import subset_scorer  # noqa: E402
-from ranker.store import FeatureStore  # noqa: E402
+from ranker.evaluation.selection import evaluate_selection  # noqa: E402
+from ranker.experiments.runners import DRAWS, MAIN_N, main_table  # noqa: E402
+from ranker.rankers.estimator import LanguageRanker  # noqa: E402
+from ranker.evaluation.store_scores import subset_scorer  # noqa: E402
 
 
 def shipped_rows(test: FeatureStore, seeds: range) -> list[dict]:

@@ -5,7 +5,7 @@ capped to the first K prompts of every family, the same prompts for every method
 held-out store, evaluated at best-of-N on the same N-subsets (`evaluate_selection` with one n,
 draws and seed for all). Methods:
 
-- ListRanker, PointRanker: `ranker.pipeline.train_on_store` on the features at one layer;
+- ListRanker, PointRanker: `ranker.rankers.store_training.train_on_store` on the features at one layer;
 - RM (base): the base LLM + LoRA + a scalar head (`ranker.reward.BaseRewardModel`);
 - RM (small): all-MiniLM-L6-v2 + a scalar head, fully fine-tuned (`ranker.reward.SmallRewardModel`);
 - first sample, majority vote, max mean log-prob, oracle: no training (accuracy only).
@@ -74,10 +74,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ranker.evaluation import evaluate_selection  # noqa: E402
-from ranker.features import resolve_layer  # noqa: E402
-from ranker.reward.config import RewardModelConfig, RewardTrainConfig  # noqa: E402
-from ranker.store import FeatureStore  # noqa: E402
+from ranker.capture.feature_store import FeatureStore  # noqa: E402
+from ranker.capture.hidden_states import resolve_layer  # noqa: E402
+from ranker.evaluation.selection import evaluate_selection  # noqa: E402
+from ranker.reward.reward_config import RewardModelConfig, RewardTrainConfig  # noqa: E402
 from ranker.tasks.voting import key_for  # noqa: E402
 
 SCALING_NS = (1, 2, 4, 8, 16, 32)  # the scaling law's N
@@ -92,7 +92,7 @@ METHODS = {
     "rm_small": ("RM (small)", "MiniLM encoder over prompt + candidate"),
 }
 RANKERS = ("list_ranker", "point_ranker", "list_hidden", "point_hidden")
-# No-training baselines (names from ranker.evaluation): accuracy only.
+# No-training baselines (names from ranker.evaluation.selection): accuracy only.
 BASELINES = {"first": "first sample", "majority": "majority vote", "max_logprob": "max mean log-prob", "oracle": "oracle"}
 CSV_COLUMNS = ["method", "trainable_params", "loaded_params", "train_seconds", "score_seconds_per_prompt",
                "peak_rss_mb", "rss_increase_mb", "accuracy", "n", "train_prompts", "test_prompts", "machine"]
@@ -164,7 +164,7 @@ def rm_hyperparams(args) -> dict:
 def fit_method(method: str, train: FeatureStore, layer: int, args, log: Callable[[str], None]):
     """Train one method; returns (fitted model, train seconds, details)."""
     if method in RANKERS:
-        from ranker.pipeline import train_on_store
+        from ranker.rankers.store_training import train_on_store
 
         # *_hidden: the paper's rankers (hidden states only); *_ranker: the library default (fused with the
         # mean log-prob and the vote share)
@@ -177,11 +177,11 @@ def fit_method(method: str, train: FeatureStore, layer: int, args, log: Callable
         return ranker, seconds, {"train_loop_seconds": result.wall_time_s, "steps": result.num_steps,
                                  "first_loss": result.losses[0], "final_loss": result.losses[-1],
                                  "fusion_weights": ranker.fusion_weights}
-    from ranker.reward.estimator import BaseRewardModel, SmallRewardModel
+    from ranker.reward.reward_estimator import BaseRewardModel, SmallRewardModel
 
     details = {}
     if method == "rm_base":
-        from ranker.base_model import load_base_model
+        from ranker.capture.base_model import load_base_model
 
         start = time.perf_counter()
         base = load_base_model(args.model, device="cpu")
@@ -214,7 +214,7 @@ def scoring_calls(method: str, model, test: FeatureStore, prompts: list[int], n:
         instruction, responses = test.features()  # (P, H), (P, N, H): captured during generation
         mean_logprob = torch.tensor(test.column("mean_logprob"), dtype=torch.float32)  # (P, N): captured too
         texts = test.column("text")
-        # A fused ranker (ranker.fusion) also needs the answer keys: extracting them from the texts is timed.
+        # A fused ranker (ranker.rankers.fusion) also needs the answer keys: extracting them from the texts is timed.
         fused = model.fused
         return [lambda p=p: model.score(instruction[p], responses[p, :n], mean_logprob[p, :n] if fused else None,
                                         [key_for(test.problems[p].checker, t or "") for t in texts[p][:n]] if fused else None)
@@ -257,7 +257,7 @@ def run_method(args) -> None:
     log(f"trained in {train_seconds:.1f} s; scoring {len(test.problems)} held-out prompts x N={test.num_candidates}")
     start = time.perf_counter()
     if args.method in RANKERS:
-        from ranker.pipeline import score_store, subset_scorer
+        from ranker.evaluation.store_scores import score_store, subset_scorer
 
         scores = score_store(model, test)
     else:
@@ -435,7 +435,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-rm-base", action="store_true", help="leave out RM (base), the slow one")
     parser.add_argument("--no-fusion", action="store_true",
                         help="train the paper's hidden-state-only rankers (default: the library's default, which fuses "
-                        "the scores with the mean log-prob and the vote share and cross-fits the weights; see ranker.fusion)")
+                        "the scores with the mean log-prob and the vote share and cross-fits the weights; see ranker.rankers.fusion)")
     parser.add_argument("--rm-epochs", type=positive, help=f"RM epochs (default {defaults.epochs})")
     parser.add_argument("--rm-batch-size", type=positive, help=f"RM examples per step (default {defaults.batch_size})")
     parser.add_argument("--rm-max-length", type=positive, help=f"RM tokens of prompt + candidate (default {RewardModelConfig().max_length})")

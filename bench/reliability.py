@@ -43,9 +43,9 @@ sys.path.insert(0, str(ROOT))
 
 from gradio_client import Client  # noqa: E402
 
+from labeling.label_store import LabelStore  # noqa: E402
 from labeling.registry import RankerRegistry  # noqa: E402
-from labeling.store import LabelStore  # noqa: E402
-from ranker.estimator import LanguageRanker  # noqa: E402
+from ranker.rankers.estimator import LanguageRanker  # noqa: E402
 
 PROMPT = "What is 7 + 5? Answer with just the number."
 START_TIMEOUT_S = 300

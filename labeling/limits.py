@@ -31,7 +31,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from ranker.sampling import SamplingConfig
+from ranker.capture.sampling import SamplingConfig
 
 ENV_PREFIX = "LANGUAGE_RANKER_"
 MAX_SEED = 2**31 - 1

@@ -5,7 +5,7 @@ Layout under `root`:
     <profile>/v0001/                   a checkpoint folder (model.safetensors, card.json[, extra.safetensors]) + entry.json
     <profile>/v0002/ ...
 
-Each version folder is written with `ranker.atomic.atomic_folder`, before the index names it, so
+Each version folder is written with `ranker.core.file_io.atomic_folder`, before the index names it, so
 the index never points at half a checkpoint. Versions are never deleted or renumbered; a version
 number is never reused even if the index was lost (the next number is above every folder on disk).
 
@@ -33,10 +33,10 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ranker.atomic import atomic_folder, atomic_write, clear_write_errors, remove_stale_staging
-from ranker.checkpoint import _json_safe
-from ranker.estimator import LanguageRanker
-from ranker.fingerprint import FeatureFingerprint
+from ranker.capture.fingerprint import FeatureFingerprint
+from ranker.core.file_io import atomic_folder, atomic_write, clear_write_errors, remove_stale_staging
+from ranker.rankers.checkpoint import _json_safe
+from ranker.rankers.estimator import LanguageRanker
 
 INDEX_NAME = "registry.json"
 ENTRY_NAME = "entry.json"

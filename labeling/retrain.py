@@ -6,9 +6,9 @@
    are held out. (Hashing the request rather than the label keeps two annotators' labels of the
    same generation on the same side, so validation never sees training features.)
 2. A new ranker is fit on the task store's queries (`base_train`, verifiable labels) plus the
-   training labels (`ranker.data.preferences_to_queries`: one-hot on the pick, all 0 for
+   training labels (`ranker.rankers.preferences.preferences_to_queries`: one-hot on the pick, all 0 for
    "all_bad", ties dropped), seeded, then Platt-calibrated on the same candidates as
-   `ranker.pipeline.train_on_store` does, so `ranker.pipeline.probabilities` works.
+   `ranker.rankers.store_training.train_on_store` does, so `ranker.evaluation.store_scores.probabilities` works.
 3. The new and the current ranker are validated on
    - `store_accuracy`: best-of-N accuracy on `val_store` (verifiable labels; all candidates, so
      the pick is deterministic), when a val_store is given;
@@ -47,16 +47,19 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from labeling.label_store import DEFAULT_PROFILE, LabeledPreference, LabelStore
 from labeling.registry import RankerRegistry
-from labeling.store import DEFAULT_PROFILE, LabeledPreference, LabelStore
 from labeling.trust import TaskVerifier, TrustConfig, filter_trusted
-from ranker.data import RankingQuery, preference_to_query, preferences_to_queries
-from ranker.estimator import TRAIN_PARAMS, LanguageRanker
-from ranker.evaluation import evaluate_selection
-from ranker.fingerprint import FeatureFingerprint, ModelFingerprint
-from ranker.pipeline import fit_platt, store_queries, subset_scorer
-from ranker.store import FeatureStore
-from ranker.training import TrainConfig
+from ranker.capture.feature_store import FeatureStore
+from ranker.capture.fingerprint import FeatureFingerprint, ModelFingerprint
+from ranker.evaluation.selection import evaluate_selection
+from ranker.evaluation.store_scores import subset_scorer
+from ranker.rankers.calibration import fit_platt
+from ranker.rankers.estimator import TRAIN_PARAMS, LanguageRanker
+from ranker.rankers.preferences import preference_to_query, preferences_to_queries
+from ranker.rankers.store_training import store_queries
+from ranker.rankers.training import TrainConfig
+from ranker.rankers.training_groups import RankingQuery
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +245,7 @@ def retrain_once(
 
 
 def planned_steps(queries: list, kind: str, hyperparams: dict) -> int:
-    """Optimizer steps `epochs` passes would take: groups per epoch (as `ranker.data` draws them) / batch size."""
+    """Optimizer steps `epochs` passes would take: groups per epoch (as `ranker.rankers.training_groups` draws them) / batch size."""
     train = TrainConfig(**{k: v for k, v in hyperparams.items() if k in TRAIN_PARAMS})
     if kind == "point":
         groups = sum(q.responses.shape[0] for q in queries)
@@ -252,7 +255,7 @@ def planned_steps(queries: list, kind: str, hyperparams: dict) -> int:
 
 
 def _platt(ranker: LanguageRanker, queries: list[RankingQuery]) -> tuple[float, float]:
-    """Platt (a, b) on the training candidates, as `ranker.pipeline.train_on_store` fits it."""
+    """Platt (a, b) on the training candidates, as `ranker.rankers.store_training.train_on_store` fits it."""
     scores = torch.cat(ranker.score_queries(queries))
     labels = torch.cat([q.labels.float() for q in queries])
     return fit_platt(scores, labels)

@@ -37,18 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labeling.identity import AccessConfig, Caller, identify
+from labeling.label_store import DEFAULT_PROFILE, LabelStore
 from labeling.lane import ModelLane
 from labeling.limits import ServiceLimits, check_prompt, check_sampling, clean_text
 from labeling.ratelimit import RateLimiter, RateLimits
 from labeling.registry import RankerRegistry, check_profile
 from labeling.retrain import RetrainConfig, RetrainJob, RetrainWorker, learning_curve
-from labeling.store import DEFAULT_PROFILE, LabelStore
 from labeling.trust import TaskVerifier, TrustConfig
-from ranker.base_model import BaseModel
-from ranker.estimator import LanguageRanker
-from ranker.fingerprint import FeatureFingerprint
-from ranker.serving import RankedCandidates, rank_prompt
-from ranker.store import FeatureStore
+from ranker.capture.base_model import BaseModel
+from ranker.capture.feature_store import FeatureStore
+from ranker.capture.fingerprint import FeatureFingerprint
+from ranker.rankers.estimator import LanguageRanker
+from ranker.serving.best_of_n import RankedCandidates, rank_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def load_reward_model(path: Path | None, base: BaseModel):
     """The shipped RM (base) if it was trained on this base model; else None and why."""
     if path is None:
         return None, "no reward model configured"
-    from ranker.reward.estimator import BaseRewardModel
+    from ranker.reward.reward_estimator import BaseRewardModel
 
     try:
         return BaseRewardModel.load(path, base), "RM (base): SmolLM2-135M + LoRA, trained on the task suite"
@@ -452,7 +452,7 @@ class RankerService:
 
     def bootstrap(self, caller: Caller, prompts_per_family: int = 16) -> str:
         """Admin: build a ranker for the loaded model from the task suite, in the background; it goes live."""
-        from ranker.bootstrap import BootstrapConfig, bootstrap_ranker
+        from ranker.rankers.bootstrap import BootstrapConfig, bootstrap_ranker
 
         caller.require_admin("Bootstrap a ranker")
         base = self._require_base()

@@ -34,7 +34,7 @@ Restore rule:
   (ties: more versions, then the later run id), since a run that restored a snapshot and then
   promoted a version holds that snapshot plus its own. It is downloaded to a temporary folder,
   checked (the index opens, every indexed version folder is there, each profile's current
-  version loads) and only then swapped in with `ranker.atomic.atomic_folder`, so a failed or
+  version loads) and only then swapped in with `ranker.core.file_io.atomic_folder`, so a failed or
   partial download never leaves half a registry; a snapshot that fails the check is reported
   and the next one is tried. Registries of several instances are not merged.
 
@@ -62,9 +62,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from labeling.label_store import LabelStore
 from labeling.registry import ENTRY_NAME, INDEX_NAME, RankerRegistry
-from labeling.store import LabelStore
-from ranker.atomic import atomic_folder
+from ranker.core.file_io import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ _RUN_ID_RE = r"[0-9]{8}T[0-9]{6}Z-(?:[A-Za-z0-9_.-]{1,64}-)?[0-9a-f]{8}"
 _INSTANCE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LABEL_FILE_RE = re.compile(rf"^{LABELS_FOLDER}/[A-Za-z0-9_.:-]{{1,128}}\.parquet$")
 _REGISTRY_INDEX_RE = re.compile(rf"^{REGISTRIES_FOLDER}/({_RUN_ID_RE})/{re.escape(INDEX_NAME)}$")
-_HIDDEN = (".*", "**/.*")  # staging folders and temp files of the registry (ranker.atomic, registry index)
+_HIDDEN = (".*", "**/.*")  # staging folders and temp files of the registry (ranker.core.file_io, registry index)
 
 
 

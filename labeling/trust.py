@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from labeling.store import LabeledPreference, LabelStore
-from ranker.data import ALL_BAD, TIE
+from labeling.label_store import LabeledPreference, LabelStore
+from ranker.rankers.preferences import ALL_BAD, TIE
 from ranker.tasks import VERIFIABLE_CHECKERS, Problem, check_many
 
 

@@ -72,9 +72,9 @@ def load_problems(args) -> tuple[list, list]:
 
 
 def cmd_build(args) -> None:
-    from ranker.base_model import load_base_model
-    from ranker.build import build_store
-    from ranker.sampling import SamplingConfig
+    from ranker.capture.base_model import load_base_model
+    from ranker.capture.sampling import SamplingConfig
+    from ranker.capture.store_builder import build_store
 
     train, test = load_problems(args)
     sampling = SamplingConfig(
@@ -138,9 +138,10 @@ def fusion_text(weights: dict[str, float]) -> str:
 
 
 def cmd_train(args) -> None:
-    from ranker.evaluation import evaluate_selection
-    from ranker.pipeline import correctness_metrics, score_store, subset_scorer, train_on_store
-    from ranker.store import FeatureStore
+    from ranker.capture.feature_store import FeatureStore
+    from ranker.evaluation.selection import evaluate_selection
+    from ranker.evaluation.store_scores import correctness_metrics, score_store, subset_scorer
+    from ranker.rankers.store_training import train_on_store
 
     store = FeatureStore.load(args.store)
     val_store = FeatureStore.load(args.val_store) if args.val_store else None
@@ -207,8 +208,8 @@ def load_rankers(paths: list[str] | None, model) -> dict:
     Rankers named with --ranker must match (ValueError otherwise). The shipped defaults are
     used only when they were trained on this model; otherwise they are skipped with a note.
     """
-    from ranker.estimator import LanguageRanker
-    from ranker.fingerprint import FeatureFingerprint
+    from ranker.capture.fingerprint import FeatureFingerprint
+    from ranker.rankers.estimator import LanguageRanker
 
     rankers = {}
     for name, path in ranker_paths(paths).items():
@@ -228,15 +229,15 @@ def load_rankers(paths: list[str] | None, model) -> dict:
 
 def load_reward_models(paths: list[str] | None, store, model_name: str | None) -> dict:
     """Named reward models from --rm folders; RM (base) needs the store's own base model."""
-    from ranker.reward.card import read_reward_card
-    from ranker.reward.estimator import BaseRewardModel, SmallRewardModel
+    from ranker.reward.reward_card import read_reward_card
+    from ranker.reward.reward_estimator import BaseRewardModel, SmallRewardModel
 
     models, base = {}, None
     for path in paths or []:
         name = f"rm_{read_reward_card(path).model_config.kind}:{Path(path).name}"
         if read_reward_card(path).model_config.kind == "base":
             if base is None:
-                from ranker.base_model import load_base_model
+                from ranker.capture.base_model import load_base_model
 
                 base = load_base_model(model_name)
             models[name] = BaseRewardModel.load(path, base)  # refuses another base model, naming both
@@ -262,8 +263,8 @@ def format_table(result: dict, n: int, prompts: int) -> str:
 
 def beam_accuracy(store, args) -> float:
     """Accuracy of the top beam (width --beam) on the store's prompts, with the store's own model."""
-    from ranker.base_model import load_base_model
-    from ranker.beam import beam_search
+    from ranker.capture.base_model import load_base_model
+    from ranker.capture.beam_search import beam_search
     from ranker.tasks import check
 
     base = load_base_model(args.model)
@@ -274,13 +275,13 @@ def beam_accuracy(store, args) -> float:
 
 
 def cmd_eval(args) -> None:
-    from ranker.pipeline import evaluate_store
-    from ranker.store import FeatureStore
+    from ranker.capture.feature_store import FeatureStore
+    from ranker.evaluation.store_scores import evaluate_store
 
     if args.tasks_file:
-        from ranker.base_model import load_base_model
-        from ranker.build import build_store
-        from ranker.sampling import SamplingConfig
+        from ranker.capture.base_model import load_base_model
+        from ranker.capture.sampling import SamplingConfig
+        from ranker.capture.store_builder import build_store
         from ranker.tasks import load_tasks_file
 
         problems = load_tasks_file(args.tasks_file)
@@ -336,9 +337,9 @@ ABLATION_LAYERS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
 def cmd_experiment(args) -> None:
     import pandas as pd
 
-    from ranker import experiments
-    from ranker.features import resolve_layer
-    from ranker.store import FeatureStore
+    from ranker.capture.feature_store import FeatureStore
+    from ranker.capture.hidden_states import resolve_layer
+    from ranker.experiments import runners as experiments
 
     store_dir = Path(args.store)
     if not (store_dir / "train" / "card.json").is_file() or not (store_dir / "test" / "card.json").is_file():
@@ -408,7 +409,7 @@ def add_experiment(sub) -> None:
 
 
 def cmd_plots(args) -> None:
-    from ranker.plots import load_figures, save_pngs
+    from ranker.experiments.plots import load_figures, save_pngs
 
     figures = load_figures(args.results)
     if not figures:
@@ -427,7 +428,7 @@ def add_plots(sub) -> None:
 
 
 def cmd_report(args) -> None:
-    from ranker.report import report
+    from ranker.experiments.report import report
 
     text = report(args.results)
     if not text:
@@ -442,15 +443,15 @@ def add_report(sub) -> None:
 
 
 def cmd_train_rm(args) -> None:
-    from ranker.evaluation import evaluate_selection
-    from ranker.reward.estimator import BaseRewardModel, SmallRewardModel
-    from ranker.store import FeatureStore
+    from ranker.capture.feature_store import FeatureStore
+    from ranker.evaluation.selection import evaluate_selection
+    from ranker.reward.reward_estimator import BaseRewardModel, SmallRewardModel
 
     store = FeatureStore.load(args.store)
     hyperparams = {k: v for k, v in dict(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                                          max_length=args.max_length).items() if v is not None}
     if args.kind == "base":
-        from ranker.base_model import load_base_model
+        from ranker.capture.base_model import load_base_model
 
         base = load_base_model(args.model)
         if base.fingerprint != store.model:

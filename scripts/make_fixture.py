@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ranker.features import resolve_layer  # noqa: E402
-from ranker.store import FeatureStore  # noqa: E402
+from ranker.capture.feature_store import FeatureStore  # noqa: E402
+from ranker.capture.hidden_states import resolve_layer  # noqa: E402
 
 
 def main(source: str, target: str, train_per_family: int = 30, test_per_family: int = 20) -> None:

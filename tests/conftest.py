@@ -21,7 +21,7 @@ def model_cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def embedded_base(model_cache_dir):
     """The embedded SmolLM2-135M-Instruct, dequantised from its GGUF file (about 20 s, once)."""
-    from ranker.base_model import load_base_model
+    from ranker.capture.base_model import load_base_model
 
     base = load_base_model("embedded", device="cpu", cache_dir=model_cache_dir)
     assert base.source == "gguf"
@@ -52,7 +52,7 @@ def app_service(embedded_base, tmp_path_factory):
     """
     from labeling.retrain import RetrainConfig
     from labeling.service import RankerService, ServiceConfig
-    from ranker.store import FeatureStore
+    from ranker.capture.feature_store import FeatureStore
 
     data_dir = tmp_path_factory.mktemp("app-data")
     config = ServiceConfig.from_env(ROOT, environ={**TEST_ENVIRONMENT, "LANGUAGE_RANKER_DATA": str(data_dir)})

@@ -8,8 +8,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from ranker.base_model import BaseModel
-from ranker.fingerprint import ModelFingerprint
+from ranker.capture.base_model import BaseModel
+from ranker.capture.fingerprint import ModelFingerprint
 
 SPECIALS = ["<pad>", "<eos>", "<bos>"]
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"

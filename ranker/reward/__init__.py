@@ -7,10 +7,10 @@ Modules: `config` (dataclasses), `data` (text training data), `models` (the netw
 `training` (the loop and scoring), `card` (saving), `estimator` (fit / score / save / load).
 """
 
-from ranker.reward.config import DEFAULT_ENCODER, RewardModelConfig, RewardTrainConfig
-from ranker.reward.data import RewardData, TextGroup, TextPreference
-from ranker.reward.estimator import BaseRewardModel, SmallRewardModel
-from ranker.reward.card import RewardCard, read_reward_card
+from ranker.reward.reward_card import RewardCard, read_reward_card
+from ranker.reward.reward_config import DEFAULT_ENCODER, RewardModelConfig, RewardTrainConfig
+from ranker.reward.reward_estimator import BaseRewardModel, SmallRewardModel
+from ranker.reward.text_data import RewardData, TextGroup, TextPreference
 
 __all__ = [
     "DEFAULT_ENCODER",

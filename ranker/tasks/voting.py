@@ -22,7 +22,6 @@ import json
 from ranker.tasks import checkers
 from ranker.tasks.problem import Problem
 
-
 # Free-form prompts (the app) have no checker; their answers vote by the `exact` rule: the text
 # after "answer is", else after the last "=", else the last line. Short answers ("12", "Paris")
 # vote together; long free-form replies rarely share a key, so their vote shares stay equal and

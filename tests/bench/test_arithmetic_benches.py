@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from bench import arithmetic_ceiling, main_table, make_arithmetic_tasks
-from ranker.build import build_store
-from ranker.sampling import SamplingConfig
-from ranker.store import FeatureStore
+from ranker.capture.feature_store import FeatureStore
+from ranker.capture.sampling import SamplingConfig
+from ranker.capture.store_builder import build_store
 from ranker.tasks import Problem, check
 from ranker.tasks.jsonl import load_tasks_file
 

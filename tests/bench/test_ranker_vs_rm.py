@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from bench import ranker_vs_rm as bench
-from ranker.pipeline import score_store, train_on_store
-from ranker.store import FeatureStore
+from ranker.capture.feature_store import FeatureStore
+from ranker.evaluation.store_scores import score_store
+from ranker.rankers.store_training import train_on_store
 
 FIXTURE = Path(__file__).resolve().parents[1] / "assets" / "frozen_suite"  # 150 train / 100 test prompts, 5 families, layer 18
 

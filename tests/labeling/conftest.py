@@ -14,9 +14,9 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def seeded_uuids(monkeypatch):
-    import labeling.store
+    import labeling.label_store
 
     rng = random.Random(int(os.environ.get("LABEL_ID_SEED", 0)))  # vary it to check a test is not tuned to one split
     fake = type("SeededUUID", (), {"uuid4": staticmethod(lambda: uuid.UUID(int=rng.getrandbits(128), version=4)),
                                    "UUID": uuid.UUID})
-    monkeypatch.setattr(labeling.store, "uuid", fake)
+    monkeypatch.setattr(labeling.label_store, "uuid", fake)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from labeling.store import LabelStore
-from ranker.data import RankingQuery
-from ranker.fingerprint import ModelFingerprint
-from ranker.sampling import SamplingConfig
-from ranker.store import FeatureStore
+from labeling.label_store import LabelStore
+from ranker.capture.feature_store import FeatureStore
+from ranker.capture.fingerprint import ModelFingerprint
+from ranker.capture.sampling import SamplingConfig
+from ranker.rankers.training_groups import RankingQuery
 from ranker.tasks import Problem
 
 HIDDEN = 32

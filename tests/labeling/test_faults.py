@@ -12,13 +12,13 @@ import sqlite3
 
 import pytest
 
+from labeling.label_store import DB_NAME, LabelStore
 from labeling.registry import RankerRegistry
-from labeling.store import DB_NAME, LabelStore
-from ranker.atomic import stale_staging
-from ranker.estimator import LanguageRanker
-from ranker.fingerprint import FeatureFingerprint
+from ranker.capture.fingerprint import FeatureFingerprint
+from ranker.core.file_io import stale_staging
+from ranker.rankers.estimator import LanguageRanker
 from tests.labeling.synthetic import FAST, LAYER, MODEL, label_queries, synthetic_queries
-from tests.ranker.faults import assert_killed, child, kill_after_lines, run_child, set_mode, tree_state
+from tests.ranker.core.faults import assert_killed, child, kill_after_lines, run_child, set_mode, tree_state
 
 # The clear errors of the label store need the labeling/store.py change described in the faults report;
 # these marks come off with it (strict: the tests fail as soon as the change is in, as a reminder).

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from labeling.registry import RankerRegistry
-from ranker.estimator import LanguageRanker
-from ranker.fingerprint import FeatureFingerprint
-from ranker.pipeline import probabilities
+from ranker.capture.fingerprint import FeatureFingerprint
+from ranker.evaluation.store_scores import probabilities
+from ranker.rankers.estimator import LanguageRanker
 from tests.labeling.synthetic import FAST, LAYER, MODEL, synthetic_queries
 
 

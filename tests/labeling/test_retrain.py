@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import labeling.retrain as retrain
+from labeling.label_store import LabelStore
 from labeling.registry import RankerRegistry
 from labeling.retrain import (
     RetrainConfig,
@@ -17,12 +18,21 @@ from labeling.retrain import (
     promotion_decision,
     retrain_once,
 )
-from labeling.store import LabelStore
-from ranker.data import RankingQuery
-from ranker.estimator import LanguageRanker
-from ranker.fingerprint import FeatureFingerprint
-from ranker.pipeline import probabilities
-from tests.labeling.synthetic import CANDIDATES, FAST, LAYER, MODEL, STEPS, label_queries, record, store_from_queries, synthetic_queries
+from ranker.capture.fingerprint import FeatureFingerprint
+from ranker.evaluation.store_scores import probabilities
+from ranker.rankers.estimator import LanguageRanker
+from ranker.rankers.training_groups import RankingQuery
+from tests.labeling.synthetic import (
+    CANDIDATES,
+    FAST,
+    LAYER,
+    MODEL,
+    STEPS,
+    label_queries,
+    record,
+    store_from_queries,
+    synthetic_queries,
+)
 
 CONFIG = RetrainConfig(every_k_labels=0, hyperparams=FAST, min_steps=STEPS, min_labels=20, seed=0)
 QUICK = RetrainConfig(every_k_labels=0, hyperparams=FAST, min_steps=20, min_labels=20, seed=0)  # where quality does not matter
@@ -109,7 +119,7 @@ def test_base_store_queries_are_trained_on_with_the_labels(tmp_path, data):
 
 
 def test_informative_logprobs_are_fused_through_retrain(tmp_path, data):
-    """The labels' recorded mean log-probs reach training, so score fusion (ranker.fusion) can use them."""
+    """The labels' recorded mean log-probs reach training, so score fusion (ranker.rankers.fusion) can use them."""
     label_store, registry = LabelStore(tmp_path / "labels"), RankerRegistry(tmp_path / "rankers")
     for query in data["to_label"][:60]:
         logprobs = [-0.2 if y > 0.5 else -1.0 for y in query.labels.tolist()]  # the correct one is the likeliest

@@ -282,14 +282,14 @@ def test_rate_limiter_window_slides():
 
 def test_a_bootstrap_running_while_users_generate_changes_no_request(tmp_path, tiny_base, monkeypatch):
     """Every user request gets the candidates and features it gets when run alone."""
-    import ranker.bootstrap
-    from ranker.estimator import LanguageRanker
+    import ranker.rankers.bootstrap
+    from ranker.rankers.estimator import LanguageRanker
     from tests.labeling.synthetic import FAST, synthetic_queries
 
     sampled = []  # the random tiny model answers nothing right, so its store cannot train: fit a stand-in
     stand_in = LanguageRanker(kind="list", seed=0, steps=5, **FAST).fit(synthetic_queries(20))
     stand_in.training_data_ = {}
-    monkeypatch.setattr(ranker.bootstrap, "train_on_store", lambda store, layer, **kw: sampled.append(store) or stand_in)
+    monkeypatch.setattr(ranker.rankers.bootstrap, "train_on_store", lambda store, layer, **kw: sampled.append(store) or stand_in)
     service = make_service(tmp_path, tiny_base)
     caller = service.identify(annotator="user")
     prompts = [f"What is {k} + {k}?" for k in range(6)]
@@ -361,9 +361,8 @@ def test_profiles_and_retrain_queue_are_bounded(tmp_path, tiny_base):
 
 
 def test_the_live_ranker_is_loaded_once_and_swapped_on_promotion(tmp_path, tiny_base, monkeypatch):
+    from ranker.rankers.estimator import LanguageRanker
     from tests.labeling.synthetic import FAST, synthetic_queries
-
-    from ranker.estimator import LanguageRanker
 
     service = make_service(tmp_path, tiny_base)
     ranker = LanguageRanker(kind="list", seed=0, steps=5, **FAST).fit(synthetic_queries(20))
@@ -386,7 +385,7 @@ def test_the_live_ranker_is_loaded_once_and_swapped_on_promotion(tmp_path, tiny_
 
 def test_a_restarted_app_restores_labels_and_the_live_ranker_from_the_hub(tmp_path, tiny_base):
     from labeling.sync import HubBackup
-    from ranker.estimator import LanguageRanker
+    from ranker.rankers.estimator import LanguageRanker
     from tests.labeling.fake_hub import LocalFolderHub
     from tests.labeling.synthetic import FAST, synthetic_queries
 

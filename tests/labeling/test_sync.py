@@ -14,12 +14,11 @@ import torch
 from huggingface_hub import HfApi
 
 import labeling.sync as sync
+from labeling.label_store import LabelStore
 from labeling.registry import RankerRegistry
-from labeling.store import LabelStore
-from labeling.sync import (PROJECT_ROOT, REPO_ENV, TOKEN_ENV, HubBackup, default_data_dir, hub_backup_from_env,
-                           hub_sync_config)
-from ranker.estimator import LanguageRanker
-from ranker.fingerprint import FeatureFingerprint
+from labeling.sync import PROJECT_ROOT, REPO_ENV, TOKEN_ENV, HubBackup, default_data_dir, hub_backup_from_env, hub_sync_config
+from ranker.capture.fingerprint import FeatureFingerprint
+from ranker.rankers.estimator import LanguageRanker
 from tests.labeling.fake_hub import LocalFolderHub
 from tests.labeling.synthetic import CANDIDATES, FAST, LAYER, MODEL, record, synthetic_queries
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
+from labeling.label_store import LabelStore
 from labeling.registry import RankerRegistry
 from labeling.retrain import RetrainConfig, retrain_once
-from labeling.store import LabelStore
 from labeling.trust import TaskVerifier, TrustConfig, filter_trusted
-from ranker.estimator import LanguageRanker
-from ranker.fingerprint import FeatureFingerprint
+from ranker.capture.fingerprint import FeatureFingerprint
+from ranker.rankers.estimator import LanguageRanker
 from ranker.tasks import Problem
 from tests.labeling.synthetic import CANDIDATES, FAST, LAYER, MODEL, STEPS, record, store_from_queries, synthetic_queries
 

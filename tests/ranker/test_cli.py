@@ -6,13 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
+from ranker.capture.feature_store import FeatureStore
+from ranker.capture.fingerprint import ModelFingerprint
+from ranker.capture.sampling import SamplingConfig
 from ranker.cli import main
-from ranker.data import make_synthetic_queries
-from ranker.fingerprint import ModelFingerprint
-from ranker.sampling import SamplingConfig
-from ranker.store import FeatureStore
+from ranker.rankers.synthetic import make_synthetic_queries
 from ranker.tasks import Problem
-
 from tests.tiny_model import tiny_base_model
 
 
@@ -134,8 +133,8 @@ def test_eval_with_beam_search_on_a_local_model(tmp_path, capsys):
 
 
 def test_eval_scores_a_reward_model_on_the_same_candidates(tmp_path, capsys):
-    from ranker.base_model import load_base_model
-    from ranker.reward.estimator import BaseRewardModel
+    from ranker.capture.base_model import load_base_model
+    from ranker.reward.reward_estimator import BaseRewardModel
 
     folder = save_tiny_model(tmp_path / "tiny-model")
     tasks = write_digit_tasks(tmp_path / "mine.jsonl", 8)

@@ -6,7 +6,6 @@ import pytest
 
 from ranker.tasks import checkers
 
-
 # ------------------------------------------------------------------------------ numeric
 
 @pytest.mark.parametrize(

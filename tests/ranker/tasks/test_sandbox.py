@@ -10,7 +10,13 @@ import pytest
 
 from ranker.tasks import checkers
 from ranker.tasks.sandbox import (
-    LAYERS, SANDBOX_USER_ENV, SandboxConfig, _parse_reply_value, run_python_tests, sandbox_layers, sandbox_user,
+    LAYERS,
+    SANDBOX_USER_ENV,
+    SandboxConfig,
+    _parse_reply_value,
+    run_python_tests,
+    sandbox_layers,
+    sandbox_user,
 )
 from ranker.tasks.sandbox_probes import PROBES, SandboxResult, _Host, probe_sandbox, run_probe
 

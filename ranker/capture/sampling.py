@@ -1,0 +1,299 @@
+"""Sample N candidates per prompt and capture their ranking features in the same pass.
+
+`sample_candidates(base, prompt, config)` returns the candidates' texts, token ids, finish
+reasons, log-probabilities, the instruction feature and the response features. The
+features are recorded by hooks during `generate` (see `ranker.capture.hidden_states`), not by a second
+forward pass. The only extra model work is one decode step for the candidates whose last
+token `generate` never fed back through the model (those still running at the final step),
+over those rows alone, reusing the generation cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from ranker.capture.base_model import BaseModel
+from ranker.capture.hidden_states import LastPositionRecorder, decoder_of, resolve_layers
+
+
+@dataclass
+class SamplingConfig:
+    """How candidates are sampled."""
+
+    num_candidates: int = 8  # N, candidates per prompt
+    temperature: float = 1.0  # 0 means greedy (all N candidates identical)
+    top_p: float = 1.0  # nucleus sampling mass; 1.0 disables it
+    top_k: int = 0  # keep the k most likely tokens; 0 disables it
+    max_new_tokens: int = 64  # candidates longer than this are cut ("length")
+    seed: int | None = 0  # same seed, same prompts -> same candidates; None draws from the global RNG
+
+    def validate(self) -> "SamplingConfig":
+        if not isinstance(self.num_candidates, int) or not 1 <= self.num_candidates <= 1024:
+            raise ValueError(f"num_candidates must be an integer in [1, 1024], got {self.num_candidates!r}")
+        if not 0.0 <= float(self.temperature) <= 10.0:
+            raise ValueError(f"temperature must be in [0, 10], got {self.temperature!r}")
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be a non-negative integer, got {self.top_k!r}")
+        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 8192:
+            raise ValueError(f"max_new_tokens must be an integer in [1, 8192], got {self.max_new_tokens!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    """One sampled answer."""
+
+    index: int  # position among the prompt's N samples (sampling order)
+    text: str  # decoded without special tokens
+    token_ids: list[int]  # generated tokens, including the final EOS when there is one
+    finish_reason: str  # "eos" or "length"
+    num_tokens: int  # len(token_ids)
+    sum_logprob: float  # sum of log p(token) under the model's raw (untempered) distribution
+    mean_logprob: float  # sum_logprob / num_tokens
+
+
+@dataclass
+class SampleResult:
+    """N candidates for one prompt, with their features at each requested layer."""
+
+    prompt: str
+    prompt_token_ids: list[int]  # the chat-formatted prompt, unpadded
+    layers: tuple[int, ...]  # hidden_states indices (see ranker.capture.hidden_states)
+    instruction_features: torch.Tensor  # (num_layers, H) float32, CPU
+    response_features: torch.Tensor  # (N, num_layers, H) float32, CPU
+    candidates: list[Candidate]
+    config: SamplingConfig
+    generation_seconds: float = 0.0  # wall time of the batch this prompt was sampled in
+    extra: dict = field(default_factory=dict)
+
+    def features(self, layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(instruction (H,), responses (N, H)) at one of the recorded layers (default: the first)."""
+        slot = 0 if layer is None else self._slot(layer)
+        return self.instruction_features[slot], self.response_features[:, slot]
+
+    def _slot(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise ValueError(f"layer {layer} was not recorded; recorded layers are {list(self.layers)}")
+        return self.layers.index(layer)
+
+
+class _RawLogProbs(LogitsProcessor):
+    """Records log p(token) of each sampled token under the raw next-token distribution.
+
+    Custom processors run before generate's temperature/top-k/top-p warpers, so `scores`
+    here are the model's raw logits. The token chosen at step t is only known at step t+1
+    (as the last column of input_ids), so each call settles the previous step's token.
+    """
+
+    def __init__(self, prompt_length: int, rows: int, capacity: int, device: torch.device):
+        self.prompt_length = prompt_length
+        self.values = torch.zeros(rows, capacity, device=device)
+        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self._previous is not None:
+            self._settle(input_ids[:, -1], input_ids.shape[1] - self.prompt_length - 1)
+        self._previous = (scores, torch.logsumexp(scores, dim=-1))
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """Settle the final step; returns (rows, generated_length) log-probs."""
+        if self._previous is not None:
+            self._settle(sequences[:, -1], sequences.shape[1] - self.prompt_length - 1)
+            self._previous = None
+        return self.values[:, : sequences.shape[1] - self.prompt_length]
+
+    def _settle(self, tokens: torch.Tensor, position: int) -> None:
+        logits, log_normaliser = self._previous
+        self.values[:, position] = logits.gather(1, tokens[:, None]).squeeze(1) - log_normaliser
+
+
+def encode_prompts(base: BaseModel, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Chat-format (when the tokenizer has a template) and left-pad the prompts.
+
+    Returns input_ids and attention_mask, both (B, T), on the model's device.
+    """
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt {i} must be a non-empty string, got {prompt!r}")
+    tokenizer = base.tokenizer
+    if getattr(tokenizer, "chat_template", None):
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+            for p in prompts
+        ]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    else:
+        encoded = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    return {"input_ids": encoded["input_ids"].to(base.device), "attention_mask": encoded["attention_mask"].to(base.device)}
+
+
+def eos_token_ids(base: BaseModel) -> list[int]:
+    """Every token id that ends a candidate (generation config first, then the tokenizer)."""
+    configured = base.model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    if base.tokenizer.eos_token_id is not None and base.tokenizer.eos_token_id not in ids:
+        ids.append(base.tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("the model defines no EOS token; candidates could never finish with 'eos'")
+    return ids
+
+
+def sample_candidates(
+    base: BaseModel, prompt: str, config: SamplingConfig | None = None, layers: int | float | Sequence = 0.6
+) -> SampleResult:
+    """Sample `config.num_candidates` answers to one prompt, with features at `layers`."""
+    return sample_candidates_batch(base, [prompt], config, layers)[0]
+
+
+@torch.no_grad()
+def sample_candidates_batch(
+    base: BaseModel,
+    prompts: Sequence[str],
+    config: SamplingConfig | None = None,
+    layers: int | float | Sequence = 0.6,
+    max_rows: int = 256,
+) -> list[SampleResult]:
+    """Sample N answers for each prompt, several prompts per `generate` call.
+
+    Prompts are grouped so that one call holds at most `max_rows` = prompts x N rows (at least
+    one prompt per call). The seed applies per call, so results are reproducible for the
+    same prompts, config and `max_rows`.
+    """
+    config = (config or SamplingConfig()).validate()
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings; use sample_candidates for one prompt")
+    if not prompts:
+        return []
+    resolved = resolve_layers(layers, base.num_layers)
+    per_call = max(1, max_rows // config.num_candidates)
+    results: list[SampleResult] = []
+    for start in range(0, len(prompts), per_call):
+        results.extend(_sample_one_call(base, list(prompts[start : start + per_call]), config, resolved))
+    return results
+
+
+def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig, layers: tuple[int, ...]) -> list[SampleResult]:
+    model, n = base.model, config.num_candidates
+    encoded = encode_prompts(base, prompts)
+    prompt_length = encoded["input_ids"].shape[1]
+    rows = len(prompts) * n
+    eos_ids = eos_token_ids(base)
+    recorder = LastPositionRecorder(model, layers, capacity=config.max_new_tokens + 1, rows=rows)
+    log_probs = _RawLogProbs(prompt_length, rows, config.max_new_tokens, base.device)
+    sampling = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
+    if config.temperature == 0:
+        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[base.device] if base.device.type == "cuda" else []), recorder:
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
+        # Rows b*n .. b*n+n-1 are prompt b's candidates. Expanding here rather than with
+        # num_return_sequences lets greedy decoding (which refuses that option) share the path.
+        output = model.generate(
+            input_ids=encoded["input_ids"].repeat_interleave(n, dim=0),
+            attention_mask=encoded["attention_mask"].repeat_interleave(n, dim=0),
+            **sampling,
+            max_new_tokens=config.max_new_tokens,
+            eos_token_id=eos_ids,
+            pad_token_id=base.tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([log_probs]),
+            return_dict_in_generate=True,
+        )
+        generated = output.sequences[:, prompt_length:]  # (rows, G)
+        lengths, ended = _candidate_lengths(generated, eos_ids)
+        _final_decode_step(model, recorder, output, encoded["attention_mask"], n, lengths)
+    seconds = time.perf_counter() - start
+    token_log_probs = log_probs.finish(output.sequences)  # (rows, G)
+
+    # Response feature of row r: slot lengths[r] (its last token j = lengths[r] - 1 lands in slot j + 1).
+    row_index = torch.arange(rows, device=recorder.buffer.device)
+    responses = recorder.buffer[:, lengths, row_index].permute(1, 0, 2).float().cpu()  # (rows, num_layers, H)
+    # .clone(): a view would keep the whole (num_layers, capacity, rows, H) buffer alive.
+    instructions = recorder.buffer[:, 0, ::n].permute(1, 0, 2).float().cpu().clone()  # (B, num_layers, H)
+
+    results = []
+    for b, prompt in enumerate(prompts):
+        candidates = []
+        for k in range(n):
+            r = b * n + k
+            length = int(lengths[r])
+            ids = generated[r, :length].tolist()
+            total = float(token_log_probs[r, :length].sum())
+            candidates.append(
+                Candidate(
+                    index=k,
+                    text=base.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                    token_ids=ids,
+                    finish_reason="eos" if bool(ended[r]) else "length",
+                    num_tokens=length,
+                    sum_logprob=total,
+                    mean_logprob=total / length,
+                )
+            )
+        prompt_ids = encoded["input_ids"][b][encoded["attention_mask"][b].bool()].tolist()
+        results.append(
+            SampleResult(
+                prompt=prompt,
+                prompt_token_ids=prompt_ids,
+                layers=layers,
+                instruction_features=instructions[b],
+                response_features=responses[b * n : (b + 1) * n],
+                candidates=candidates,
+                config=config,
+                generation_seconds=seconds,
+            )
+        )
+    return results
+
+
+def _candidate_lengths(generated: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: number of tokens up to and including the first EOS (else all), and whether it ended with EOS."""
+    is_eos = torch.isin(generated, torch.tensor(eos_ids, device=generated.device))
+    ended = is_eos.any(dim=1)
+    first_eos = is_eos.int().argmax(dim=1)
+    lengths = torch.where(ended, first_eos + 1, torch.full_like(first_eos, generated.shape[1]))
+    return lengths, ended
+
+
+def _final_decode_step(model, recorder: LastPositionRecorder, output, prompt_mask: torch.Tensor, n: int, lengths: torch.Tensor) -> None:
+    """Feed the last generated token of the rows whose last-token state was never computed.
+
+    During generate, call t feeds token t - 1, so with G generated columns the calls cover
+    tokens 0..G-2. Rows whose last token is column G - 1 (cut by max_new_tokens, or ending at
+    the very last step) need one more decode step: just those rows, one token each, on the
+    generation cache. Its states land in slot G of the recorder.
+    """
+    sequences = output.sequences
+    generated_length = sequences.shape[1] - prompt_mask.shape[1]
+    if recorder.steps != generated_length:
+        raise RuntimeError(f"expected {generated_length} forward calls during generate, recorded {recorder.steps}")
+    need = torch.nonzero(lengths == generated_length).flatten()
+    if need.numel() == 0:
+        return
+    cache = output.cache
+    cache.batch_select_indices(need)
+    full_mask = torch.cat(
+        [prompt_mask.repeat_interleave(n, dim=0)[need], prompt_mask.new_ones(need.numel(), generated_length)], dim=1
+    )
+    position_ids = (full_mask.long().cumsum(-1) - 1)[:, -1:]
+    recorder.rows_for_next_call = need
+    # The decoder alone: the hooks need hidden states, not next-token logits.
+    decoder_of(model)(
+        input_ids=sequences[need, -1:],
+        attention_mask=full_mask,
+        position_ids=position_ids,
+        cache=cache,
+        use_cache=True,
+    )

@@ -1,0 +1,95 @@
+"""Markdown tables for the README, computed from the results CSVs (never typed by hand)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ranker.experiments.plots import METHOD_LABELS
+
+ORDER = ["oracle", "list_ranker", "point_ranker", "list_ranker_hidden", "point_ranker_hidden", "max_logprob", "majority",
+         "first", "random"]
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def main_markdown(main: pd.DataFrame) -> str:
+    """Method x family, mean over seeds (and +- std over seeds for the overall column)."""
+    means = main.groupby(["method", "family"]).accuracy.mean().unstack()
+    spread = main[main.family == "all"].groupby("method").accuracy.std().fillna(0.0)
+    families = [f for f in means.columns if f != "all"]
+    seeds = main.seed.nunique()
+    lines = ["| method | " + " | ".join(families) + f" | all (mean ± std, {seeds} seeds) |",
+             "|---" * (len(families) + 2) + "|"]
+    for method in [m for m in ORDER if m in means.index]:
+        row = [_percent(means.loc[method, f]) for f in families]
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(row)
+                     + f" | {_percent(means.loc[method, 'all'])} ± {_percent(spread.get(method, 0.0))} |")
+    return "\n".join(lines)
+
+
+def timing_markdown(timing: pd.DataFrame) -> str:
+    data = timing.groupby("kind").agg(seconds=("seconds", "median"), parameters=("parameters", "first"),
+                                      prompts=("prompts", "first"), candidates=("candidates", "first"))
+    lines = ["| ranker | parameters | training data | CPU training time (median) |", "|---|---|---|---|"]
+    for kind, row in data.iterrows():
+        lines.append(f"| {kind.capitalize()}Ranker | {int(row.parameters):,} | {int(row.prompts)} prompts, "
+                     f"{int(row.candidates):,} candidates | {row.seconds:.1f} s |")
+    return "\n".join(lines)
+
+
+def blocks_markdown(blocks: pd.DataFrame) -> str:
+    data = blocks.groupby("blocks").agg(accuracy=("accuracy", "mean"), parameters=("parameters", "first"))
+    lines = ["| blocks | parameters | accuracy |", "|---|---|---|"]
+    lines += [f"| {b} | {int(r.parameters):,} | {_percent(r.accuracy)} |" for b, r in data.iterrows()]
+    return "\n".join(lines)
+
+
+def robustness_markdown(robustness: pd.DataFrame) -> str:
+    low, high = robustness.accuracy.min(), robustness.accuracy.max()
+    return (f"{len(robustness)} settings of optimiser x learning rate x batch size span "
+            f"{_percent(low)}-{_percent(high)}% (spread {_percent(high - low)} points).")
+
+
+def family_markdown(families: pd.DataFrame) -> str:
+    """Per family: the embedded model's per-sample accuracy (train and test pooled) and oracle@N per split."""
+    pooled = families.assign(correct=families.per_sample * families.prompts)
+    per_sample = pooled.groupby("family", sort=False)[["prompts", "correct"]].sum()
+    splits = list(dict.fromkeys(families.split))
+    n = {split: int(families[families.split == split].n.iloc[0]) for split in splits}
+    lines = ["| family | prompts | per-sample accuracy | " + " | ".join(f"oracle@{n[s]} ({s})" for s in splits) + " |",
+             "|---" * (3 + len(splits)) + "|"]
+    for family, row in per_sample.iterrows():
+        oracles = [_percent(families[(families.split == s) & (families.family == family)].oracle.iloc[0]) for s in splits]
+        lines.append(f"| {family} | {int(row.prompts)} | {_percent(row.correct / row.prompts)} | " + " | ".join(oracles) + " |")
+    return "\n".join(lines)
+
+
+def rm_markdown(bench: pd.DataFrame) -> str:
+    """bench/ranker_vs_rm.py's CSV in the shape of the paper's Tables 2 and 3."""
+    n = int(bench.n.iloc[0])
+    lines = [f"| method | trainable / loaded parameters | CPU training time | scoring time, 1 prompt x N={n} | "
+             f"peak RSS (increase) | best-of-{n} accuracy |", "|---|---|---|---|---|---|"]
+    for _, r in bench.iterrows():
+        if r.trainable_params == 0:
+            lines.append(f"| {r.method} | – | – | – | – | {_percent(r.accuracy)} |")
+            continue
+        seconds = f"{r.train_seconds:.1f} s" if r.train_seconds >= 1 else f"{1000 * r.train_seconds:.0f} ms"
+        scoring = f"{r.score_seconds_per_prompt:.2f} s" if r.score_seconds_per_prompt >= 1 else f"{1000 * r.score_seconds_per_prompt:.2f} ms"
+        lines.append(f"| {r.method} | {int(r.trainable_params):,} / {int(r.loaded_params):,} | {seconds} | {scoring} | "
+                     f"{r.peak_rss_mb:.0f} MB ({r.rss_increase_mb:.0f} MB) | {_percent(r.accuracy)} |")
+    return "\n".join(lines)
+
+
+def report(results_dir: str | Path) -> str:
+    results_dir = Path(results_dir)
+    parts = []
+    for name, render in (("families", family_markdown), ("main", main_markdown), ("timing", timing_markdown), ("blocks", blocks_markdown), ("robustness", robustness_markdown),
+                         ("ranker_vs_rm", rm_markdown)):
+        path = results_dir / f"{name}.csv"
+        if path.is_file():
+            parts.append(f"<!-- {name}.csv -->\n" + render(pd.read_csv(path)))
+    return "\n\n".join(parts)

@@ -1,0 +1,324 @@
+"""Fuse a ranker's scores with two signals that sampling gives for free.
+
+For the K candidates of one query:
+- `mean_logprob` (K,): each candidate's mean token log-probability, captured while sampling,
+  like the hidden states. On its own it is the "max mean log-prob" baseline.
+- `vote_share` (K,): the share of the K candidates whose answer key (`ranker.tasks.voting`)
+  equals the candidate's own; 0 for a candidate without a key. On its own it is majority vote
+  (self-consistency). It is a property of the candidate set, so it is computed from the
+  candidates actually being ranked, never from a larger pool.
+
+The hidden-state ranker sees different evidence from both. The fused score is
+
+    fused_k = a * s_k + b * mean_logprob_k + c * vote_share_k        s: (K,) ranker scores
+
+(a, b, c) are the `weights`, in absolute units, so that fusing does not depend on which other
+candidates are in the list. They are fitted by cross-fitting, so that they are not fooled by a
+ranker that has memorised its own training data:
+1. split the training queries into `folds` parts (seeded);
+2. train a ranker on all parts but one and score the held-out part, for every part, giving
+   out-of-fold scores for every training query;
+3. fit (a, b, c) by listwise logistic regression on those out-of-fold scores: softmax over each
+   query's candidates of the fused score, cross-entropy against a uniform distribution over the
+   candidates with the query's best label (queries whose labels are all equal carry no signal
+   and are left out), plus `l2` * |weights|^2 on features scaled to unit within-query spread;
+4. keep the fit only if its out-of-fold best-of-N is at least the ranker's alone; otherwise the
+   weights are {"ranker": 1.0} (fusion off).
+
+Signals do not help every task alike, so the weights may depend on the instruction (`Fusion`,
+`fit_fusion`): the training instructions are clustered, each cluster gets its own weights
+(shrunk towards the global ones), and the number of clusters is chosen by cross-validation
+over the training queries' out-of-fold scores. Step 4 then compares the cross-validated
+best-of-N of the chosen weights with the ranker alone.
+
+A signal that some training query lacks (no log-probs, no answer keys) is not fused, and neither
+is one that never varies within a query.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ranker.rankers.training_groups import QueryLike
+
+SIGNALS = ("mean_logprob", "vote_share")
+RANKER_ONLY = {"ranker": 1.0}
+
+
+def vote_shares(vote_keys: Sequence[Hashable | None]) -> Tensor:
+    """(K,) share of the K candidates that give each candidate's answer key; 0 where the key is None.
+
+    E.g. ["7", "8", "7", None] -> [0.5, 0.25, 0.5, 0.0].
+    """
+    keys = list(vote_keys)
+    if not keys:
+        return torch.zeros(0)
+    counts = Counter(key for key in keys if key is not None)
+    return torch.tensor([counts[key] / len(keys) if key is not None else 0.0 for key in keys], dtype=torch.float32)
+
+
+def query_signals(query: QueryLike) -> dict[str, Tensor]:
+    """The free signals a query carries, each (K,): "mean_logprob" and/or "vote_share"."""
+    signals = {}
+    mean_logprob = getattr(query, "mean_logprob", None)
+    if mean_logprob is not None:
+        signals["mean_logprob"] = torch.as_tensor(mean_logprob, dtype=torch.float32).flatten()
+    vote_keys = getattr(query, "vote_keys", None)
+    if vote_keys is not None:
+        signals["vote_share"] = vote_shares(vote_keys)
+    return signals
+
+
+def fold_indices(num_queries: int, folds: int, seed: int) -> list[list[int]]:
+    """A seeded split of range(num_queries) into `folds` parts of near-equal size."""
+    if folds < 2:
+        raise ValueError(f"fusion needs at least 2 folds, got {folds}")
+    if num_queries < folds:
+        raise ValueError(f"cannot cross-fit {num_queries} queries in {folds} folds")
+    order = torch.randperm(num_queries, generator=torch.Generator().manual_seed(seed)).tolist()
+    return [sorted(order[f::folds]) for f in range(folds)]
+
+
+def fuse(scores: Tensor, weights: Mapping[str, float], mean_logprob: Tensor | None = None,
+         vote_keys: Sequence[Hashable | None] | None = None) -> Tensor:
+    """The fused (K,) scores from ranker scores (K,); `scores` itself when the weights are ranker-only.
+
+    mean_logprob (K,) is required when weights["mean_logprob"] != 0, and vote_keys (K answer keys,
+    None for "no answer") when weights["vote_share"] != 0; ValueError otherwise.
+    """
+    weights = dict(weights) or RANKER_ONLY
+    if all(weights.get(name, 0.0) == 0.0 for name in SIGNALS) and weights.get("ranker", 1.0) == 1.0:
+        return scores
+    terms, signals = {"ranker": weights.get("ranker", 1.0)}, {}
+    if weights.get("mean_logprob", 0.0) != 0.0:
+        if mean_logprob is None:
+            raise ValueError(
+                f"this ranker fuses its scores with the candidates' mean log-prob (weight {weights['mean_logprob']:.4g}); "
+                "pass mean_logprob, a (K,) tensor"
+            )
+        signals["mean_logprob"] = torch.as_tensor(mean_logprob, dtype=scores.dtype, device=scores.device).flatten()
+        if signals["mean_logprob"].shape != scores.shape:
+            raise ValueError(f"mean_logprob has shape {tuple(signals['mean_logprob'].shape)}, expected {tuple(scores.shape)}")
+    if weights.get("vote_share", 0.0) != 0.0:
+        if vote_keys is None:
+            raise ValueError(
+                f"this ranker fuses its scores with the candidates' vote share (weight {weights['vote_share']:.4g}); "
+                "pass vote_keys, one answer key per candidate (ranker.tasks.voting; None where a candidate has no answer)"
+            )
+        if len(vote_keys) != scores.shape[0]:
+            raise ValueError(f"got {len(vote_keys)} vote_keys for {scores.shape[0]} candidates")
+        signals["vote_share"] = vote_shares(vote_keys).to(scores.device)
+    terms.update({name: weights[name] for name in signals})
+    return _combine(terms, scores, signals).to(scores.dtype)
+
+
+def _within_spread(values: Sequence[Tensor]) -> float:
+    """Mean over queries of the within-query standard deviation (0 if nothing varies)."""
+    stds = [v.double().std(unbiased=False) for v in values if v.numel() > 1]
+    return float(torch.stack(stds).mean()) if stds else 0.0
+
+
+def _combine(weights: Mapping[str, float], scores: Tensor, signals: Mapping[str, Tensor]) -> Tensor:
+    """sum over weights of weight x (the ranker's scores or the named signal), float64 (K,)."""
+    return sum(value * (scores if name == "ranker" else signals[name]).double() for name, value in weights.items())
+
+
+def _best_of_n(scores: Sequence[Tensor], labels: Sequence[Tensor]) -> float:
+    return sum(float(y[torch.argmax(s)] == y.max()) for s, y in zip(scores, labels)) / max(len(labels), 1)
+
+
+def fit_weights(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tensor]], labels: Sequence[Tensor],
+                l2: float = 0.01, prior: Mapping[str, float] | None = None,
+                check: bool = True) -> tuple[dict[str, float], dict]:
+    """One set of fusion weights from out-of-fold ranker scores (module docstring, steps 3 and 4).
+
+    oof_scores, labels: one (K_q,) tensor per query; signals: one {name: (K_q,)} per query.
+    prior: weights (absolute units) that the ridge penalty pulls towards instead of 0 (used to
+    shrink a cluster's weights towards the global ones). check: apply step 4 (fall back to the
+    ranker alone unless fusing wins out of fold).
+    Returns (weights, report). weights has "ranker" plus every fused signal, in absolute units;
+    report has the signals used, the standardised weights and the out-of-fold best-of-N of the
+    ranker alone and fused.
+    """
+    if not len(oof_scores) == len(signals) == len(labels):
+        raise ValueError(f"got {len(oof_scores)} scores, {len(signals)} signal sets and {len(labels)} label sets")
+    columns = {"ranker": list(oof_scores)}
+    for name in SIGNALS:
+        if signals and all(name in s for s in signals):
+            columns[name] = [s[name] for s in signals]
+    spreads = {name: _within_spread(values) for name, values in columns.items()}
+    used = [name for name in columns if spreads[name] > 0.0]
+    ranker_alone = _best_of_n(oof_scores, labels)
+    report = {"signals": [n for n in used if n != "ranker"], "l2": l2, "oof_best_of_n_ranker": ranker_alone}
+    keep = [q for q, y in enumerate(labels) if y.numel() > 1 and bool((y != y.max()).any())]
+    if "ranker" not in used or len(used) < 2 or not keep:
+        report.update(oof_best_of_n_fused=ranker_alone, standardised={}, kept=False)
+        return dict(prior) if prior is not None else dict(RANKER_ONLY), report
+
+    # (Q, K_max, F) standardised features, padded; pad candidates get -inf logits.
+    K_max = max(labels[q].numel() for q in keep)
+    X = torch.zeros(len(keep), K_max, len(used), dtype=torch.float64)
+    target = torch.zeros(len(keep), K_max, dtype=torch.float64)
+    pad = torch.ones(len(keep), K_max, dtype=torch.bool)
+    for row, q in enumerate(keep):
+        K = labels[q].numel()
+        for f, name in enumerate(used):
+            X[row, :K, f] = columns[name][q].double() / spreads[name]
+        best = (labels[q] == labels[q].max()).double()
+        target[row, :K] = best / best.sum()
+        pad[row, :K] = False
+    center = torch.tensor([(prior or {}).get(name, 0.0) * spreads[name] for name in used], dtype=torch.float64)
+    w = center.clone() if prior is not None else torch.zeros(len(used), dtype=torch.float64)
+    if prior is None:
+        w[0] = 1.0  # start from the ranker alone
+    w.requires_grad_(True)
+    optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        logits = (X @ w).masked_fill(pad, float("-inf"))
+        log_p = torch.log_softmax(logits, dim=1).masked_fill(pad, 0.0)
+        loss = -(target * log_p).sum(1).mean() + l2 * ((w - center) ** 2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    standardised = {name: float(value) for name, value in zip(used, w.detach())}
+    weights = {name: standardised[name] / spreads[name] for name in used}
+    fused = [_combine(weights, oof_scores[q], signals[q]) for q in range(len(labels))]
+    fused_accuracy = _best_of_n(fused, labels)
+    kept = fused_accuracy >= ranker_alone or not check
+    report.update(oof_best_of_n_fused=fused_accuracy, standardised=standardised, kept=kept)
+    return (weights if kept else dict(RANKER_ONLY)), report
+
+
+# --- weights that depend on the instruction -----------------------------------------------------
+
+
+@dataclass
+class Fusion:
+    """Fitted fusion weights, one set per instruction cluster.
+
+    Signals do not help every task alike: where the model repeats one wrong answer (arithmetic
+    here) the vote share misleads, where answers rarely agree by chance (code) it is strong. So
+    the training instructions are clustered (k-means on their unit-norm features) and every
+    cluster gets its own weights, shrunk towards the global ones. A new instruction uses the
+    weights of its nearest centroid (cosine). One cluster means one global set of weights.
+    """
+
+    weights: list[dict[str, float]]  # C sets of weights, absolute units
+    centroids: Tensor | None = None  # (C, H) unit-norm instruction centroids; None when C == 1
+    global_weights: dict[str, float] | None = None  # the weights of all clusters pooled (what they shrink to)
+
+    @property
+    def summary_weights(self) -> dict[str, float]:
+        """The weights to show for the whole ranker: the global ones, or the only set."""
+        return dict(self.global_weights if self.global_weights is not None else self.weights[0])
+
+    def __post_init__(self) -> None:
+        if self.centroids is not None and self.centroids.shape[0] != len(self.weights):
+            raise ValueError(f"{self.centroids.shape[0]} centroids for {len(self.weights)} weight sets")
+
+    @property
+    def num_clusters(self) -> int:
+        return len(self.weights)
+
+    def cluster_of(self, instruction: Tensor) -> int:
+        """Index of the nearest centroid to an instruction feature (H,)."""
+        if self.centroids is None:
+            return 0
+        if instruction.shape[-1] != self.centroids.shape[1]:
+            raise ValueError(f"instruction has {instruction.shape[-1]} features, the fusion centroids {self.centroids.shape[1]}")
+        unit = torch.nn.functional.normalize(instruction.float().cpu().flatten(), dim=0)
+        return int(torch.argmax(self.centroids @ unit))
+
+    def weights_for(self, instruction: Tensor) -> dict[str, float]:
+        return self.weights[self.cluster_of(instruction)]
+
+
+def kmeans(points: Tensor, k: int, seed: int, iterations: int = 50) -> tuple[Tensor, Tensor]:
+    """Spherical k-means: points (M, H) -> (unit centroids (k, H), assignment (M,)). Seeded k-means++ start."""
+    unit = torch.nn.functional.normalize(points.float(), dim=1)
+    gen = torch.Generator().manual_seed(seed)
+    centroids = unit[torch.randint(len(unit), (1,), generator=gen)]
+    while len(centroids) < k:
+        distance = (1 - unit @ centroids.T).min(dim=1).values.clamp(min=0)
+        if float(distance.sum()) == 0.0:
+            break
+        centroids = torch.cat([centroids, unit[torch.multinomial(distance, 1, generator=gen)]])
+    for _ in range(iterations):
+        assignment = torch.argmax(unit @ centroids.T, dim=1)
+        updated = torch.stack([unit[assignment == c].sum(0) if bool((assignment == c).any()) else centroids[c]
+                               for c in range(len(centroids))])
+        updated = torch.nn.functional.normalize(updated, dim=1)
+        if torch.allclose(updated, centroids):
+            break
+        centroids = updated
+    return centroids, torch.argmax(unit @ centroids.T, dim=1)
+
+
+MIN_CLUSTER_QUERIES = 20  # a cluster with fewer training queries keeps the global weights
+
+
+def _cluster_weights(oof_scores, signals, labels, assignment: Tensor, k: int, l2: float, index: list[int]):
+    """Global weights and one set per cluster, fitted on the queries in `index`."""
+    pick = lambda values, members: [values[i] for i in members]  # noqa: E731
+    global_weights, _ = fit_weights(pick(oof_scores, index), pick(signals, index), pick(labels, index), l2, check=False)
+    if k == 1:
+        return global_weights, [global_weights]
+    per_cluster = []
+    for c in range(k):
+        members = [i for i in index if int(assignment[i]) == c]
+        if len(members) < MIN_CLUSTER_QUERIES:
+            per_cluster.append(dict(global_weights))
+            continue
+        weights, _ = fit_weights(pick(oof_scores, members), pick(signals, members), pick(labels, members), l2,
+                                 prior=global_weights, check=False)
+        per_cluster.append(weights)
+    return global_weights, per_cluster
+
+
+def fit_fusion(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tensor]], labels: Sequence[Tensor],
+               instructions: Tensor, l2: float = 0.01, clusters: Sequence[int] = (1, 2, 4, 8),
+               folds: int = 5, seed: int = 0) -> tuple[Fusion, dict]:
+    """Fusion weights per instruction cluster, with the number of clusters chosen by cross-validation.
+
+    instructions: (Q, H) instruction features of the training queries. For every k in `clusters`
+    the queries are clustered once (k-means needs no labels), then `folds`-fold cross-validation
+    over the queries fits global + per-cluster weights on the other folds and counts best-of-N on
+    the held-out one. The k with the most hits wins (ties: the smaller k); its weights are then
+    fitted on every query. If the winner does not beat the ranker alone, fusion is off.
+    """
+    Q = len(labels)
+    if Q < 2 * folds:  # too few queries to cross-validate clusters: one set of weights, checked in sample
+        weights, report = fit_weights(oof_scores, signals, labels, l2)
+        return Fusion([weights]), {**report, "clusters": 1}
+    ranker_alone = _best_of_n(oof_scores, labels)
+    parts = fold_indices(Q, folds, seed)
+    results, assignments = {}, {}
+    for k in sorted(set(int(k) for k in clusters if 1 <= int(k) <= max(1, Q // MIN_CLUSTER_QUERIES))):
+        centroids, assignment = kmeans(instructions, k, seed) if k > 1 else (None, torch.zeros(Q, dtype=torch.long))
+        assignments[k] = (centroids, assignment)
+        hits = 0.0
+        for held in parts:
+            rest = sorted(set(range(Q)) - set(held))
+            _, per_cluster = _cluster_weights(oof_scores, signals, labels, assignment, k, l2, rest)
+            fused = [_combine(per_cluster[int(assignment[i])], oof_scores[i], signals[i]) for i in held]
+            hits += _best_of_n(fused, [labels[i] for i in held]) * len(held)
+        results[k] = hits / Q
+    best_k = max(results, key=lambda k: (results[k], -k))
+    centroids, assignment = assignments[best_k]
+    global_weights, per_cluster = _cluster_weights(oof_scores, signals, labels, assignment, best_k, l2, list(range(Q)))
+    report = {"oof_best_of_n_ranker": ranker_alone, "cv_best_of_n_by_clusters": {str(k): v for k, v in results.items()},
+              "clusters": best_k, "global_weights": global_weights, "l2": l2,
+              "cluster_sizes": [int((assignment == c).sum()) for c in range(best_k)]}
+    if results[best_k] < ranker_alone:
+        report["kept"] = False
+        return Fusion([dict(RANKER_ONLY)]), report
+    report["kept"] = True
+    return Fusion(per_cluster, centroids, global_weights if best_k > 1 else None), report

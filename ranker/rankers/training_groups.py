@@ -1,0 +1,242 @@
+"""Training data for rankers: queries -> groups (listwise) or single candidates (pointwise) -> padded batches.
+
+A query is anything with the four attributes of `QueryLike` (e.g. `ranker.capture.hidden_states.QueryFeatures`):
+    instruction (H,), responses (K, H), labels (K,) float, query_id str.
+K may differ between queries.
+
+Listwise data (paper, "Training data"): for each query draw `group_size` distinct candidates at
+random, `groups_per_query` times. Groups whose labels are all equal are dropped when the loss needs
+a contrast (KL and Bradley-Terry on binary labels): for 0/1 labels that is "keep only groups with
+both a positive and a negative". A query with no more than `group_size` candidates gives one group
+holding all of them (repeats would be the same set).
+
+Pointwise data: every (instruction, candidate, label) triple once. It is stored as a group of size 1,
+so both kinds of data go through the same padded batch and the same model call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class QueryLike(Protocol):
+    """What the data pipeline reads from a query; `ranker.capture.hidden_states.QueryFeatures` satisfies it."""
+
+    instruction: Tensor  # (H,) features at the last prompt token
+    responses: Tensor  # (K, H) features at the last token of each candidate
+    labels: Tensor  # (K,) float: 1/0 correct/incorrect, or a real-valued grade
+    query_id: str
+
+
+@dataclass
+class RankingQuery:
+    """A minimal concrete `QueryLike` (used for preferences, synthetic data and tests)."""
+
+    instruction: Tensor  # (H,)
+    responses: Tensor  # (K, H)
+    labels: Tensor  # (K,)
+    query_id: str = ""
+    mean_logprob: Tensor | None = None  # (K,) mean token log-prob per candidate, for score fusion (ranker.rankers.fusion)
+    vote_keys: list | None = None  # K answer keys (ranker.tasks.voting, None = no answer), for score fusion
+
+
+def queries_from_tensors(
+    instructions: Tensor, responses: Tensor, labels: Tensor, query_ids: Sequence[str] | None = None,
+    mean_logprobs: Tensor | None = None, vote_keys: Sequence[Sequence] | None = None,
+) -> list[RankingQuery]:
+    """Split stacked features into queries: instructions (P, H), responses (P, N, H), labels (P, N).
+
+    mean_logprobs: optional (P, N) mean token log-probs, kept on each query for score fusion.
+    vote_keys: optional P lists of N answer keys (None where a candidate has no answer), likewise.
+
+    E.g. from a feature store: `queries_from_tensors(*store.features(layer), store.labels())`.
+    The queries hold views of the given tensors (no copy).
+    """
+    P = instructions.shape[0]
+    shapes_ok = instructions.dim() == 2 and responses.dim() == 3 and responses.shape[0] == P
+    if not shapes_ok or responses.shape[2] != instructions.shape[1]:
+        raise ValueError(
+            "expected instructions (P, H) and responses (P, N, H), "
+            f"got {tuple(instructions.shape)} and {tuple(responses.shape)}"
+        )
+    if tuple(labels.shape) != tuple(responses.shape[:2]):
+        raise ValueError(f"labels must be (P, N) = {tuple(responses.shape[:2])}, got {tuple(labels.shape)}")
+    if query_ids is not None and len(query_ids) != P:
+        raise ValueError(f"{len(query_ids)} query_ids for {P} queries")
+    if mean_logprobs is not None and tuple(mean_logprobs.shape) != tuple(responses.shape[:2]):
+        raise ValueError(f"mean_logprobs must be (P, N) = {tuple(responses.shape[:2])}, got {tuple(mean_logprobs.shape)}")
+    if vote_keys is not None and (len(vote_keys) != P or any(len(row) != responses.shape[1] for row in vote_keys)):
+        raise ValueError(f"vote_keys must be {P} lists of {responses.shape[1]} keys")
+    ids = [str(i) for i in query_ids] if query_ids is not None else [str(i) for i in range(P)]
+    return [
+        RankingQuery(instructions[p], responses[p], labels[p].float(), ids[p],
+                     None if mean_logprobs is None else mean_logprobs[p].float(),
+                     None if vote_keys is None else list(vote_keys[p]))
+        for p in range(P)
+    ]
+
+
+@dataclass
+class FeaturePool:
+    """All queries' features stacked once, so that a batch is one indexing operation.
+
+    Candidates of query q are rows offsets[q]:offsets[q+1] of `responses` and `labels`.
+    """
+
+    instructions: Tensor  # (Q, H)
+    responses: Tensor  # (N, H), N = total candidates
+    labels: Tensor  # (N,) float32
+    offsets: Tensor  # (Q + 1,) long
+    query_ids: list[str]
+
+    @classmethod
+    def from_queries(cls, queries: Sequence[QueryLike], dtype: torch.dtype = torch.float32) -> "FeaturePool":
+        """Validate and stack `queries`. Raises ValueError naming the first bad query."""
+        if len(queries) == 0:
+            raise ValueError("need at least one query, got an empty sequence")
+        hidden = queries[0].instruction.shape[-1]
+        for n, q in enumerate(queries):
+            name = f"query {n} ({getattr(q, 'query_id', '?')!r})"
+            if q.instruction.dim() != 1 or q.instruction.shape[0] != hidden:
+                raise ValueError(f"{name}: instruction must be ({hidden},), got {tuple(q.instruction.shape)}")
+            if q.responses.dim() != 2 or q.responses.shape[1] != hidden or q.responses.shape[0] < 1:
+                raise ValueError(f"{name}: responses must be (K>=1, {hidden}), got {tuple(q.responses.shape)}")
+            if tuple(q.labels.shape) != (q.responses.shape[0],):
+                raise ValueError(f"{name}: labels must be ({q.responses.shape[0]},), got {tuple(q.labels.shape)}")
+        counts = torch.tensor([q.responses.shape[0] for q in queries])
+        offsets = torch.zeros(len(queries) + 1, dtype=torch.long)
+        offsets[1:] = counts.cumsum(0)
+        return cls(
+            instructions=torch.stack([q.instruction for q in queries]).to(dtype),
+            responses=torch.cat([q.responses for q in queries]).to(dtype),
+            labels=torch.cat([q.labels for q in queries]).to(torch.float32),
+            offsets=offsets,
+            query_ids=[str(q.query_id) for q in queries],
+        )
+
+    @property
+    def num_queries(self) -> int:
+        return self.instructions.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.instructions.shape[1]
+
+    def to(self, device: str | torch.device) -> "FeaturePool":
+        moved = (t.to(device) for t in (self.instructions, self.responses, self.labels))
+        return FeaturePool(*moved, offsets=self.offsets, query_ids=self.query_ids)
+
+    def summary(self) -> dict:
+        """Counts that a checkpoint card records about its training data."""
+        counts = self.offsets.diff()
+        return {
+            "num_queries": self.num_queries,
+            "num_candidates": int(counts.sum()),
+            "min_candidates": int(counts.min()),
+            "max_candidates": int(counts.max()),
+            "mean_label": float(self.labels.float().mean()),
+            "hidden_size": self.hidden_size,
+        }
+
+
+@dataclass
+class GroupIndex:
+    """G groups as indices into a `FeaturePool`, padded to the largest group size."""
+
+    query: Tensor  # (G,) long, index of the group's query
+    rows: Tensor  # (G, K) long, rows of pool.responses; padding points at row 0
+    mask: Tensor  # (G, K) bool, True for real candidates
+
+    def __len__(self) -> int:
+        return self.query.shape[0]
+
+    def select(self, index: Tensor) -> "GroupIndex":
+        return GroupIndex(self.query[index], self.rows[index], self.mask[index])
+
+
+def sample_groups(
+    pool: FeaturePool,
+    group_size: int,
+    groups_per_query: int,
+    generator: torch.Generator,
+    require_contrast: bool = True,
+) -> GroupIndex:
+    """Listwise groups: `groups_per_query` random draws of `group_size` distinct candidates per query.
+
+    With `require_contrast`, groups whose real labels are all equal (for 0/1 labels: no positive or
+    no negative) are dropped. Deterministic given the generator's state.
+    """
+    if group_size < 2:
+        raise ValueError(f"group_size must be >= 2 for listwise groups, got {group_size}")
+    if groups_per_query < 1:
+        raise ValueError(f"groups_per_query must be >= 1, got {groups_per_query}")
+    counts = pool.offsets.diff()
+    width = min(group_size, int(counts.max()))
+    parts: list[tuple[Tensor, Tensor]] = []  # (query index (G,), rows (G, width)) per distinct K
+    # Queries with the same K are drawn together: argsort of uniform noise gives one random
+    # permutation per row, and its first `group_size` entries are distinct candidates.
+    for count in counts.unique().tolist():
+        same = (counts == count).nonzero().squeeze(1)
+        repeats = 1 if count <= group_size else groups_per_query
+        query = same.repeat_interleave(repeats)
+        picks = torch.rand(len(query), count, generator=generator).argsort(dim=1)[:, :group_size]
+        rows = torch.zeros(len(query), width, dtype=torch.long)
+        rows[:, : picks.shape[1]] = pool.offsets[query, None] + picks
+        parts.append((query, rows))
+    query = torch.cat([q for q, _ in parts])
+    rows = torch.cat([r for _, r in parts])
+    mask = torch.arange(width)[None, :] < counts[query, None].clamp(max=group_size)
+    rows = rows.masked_fill(~mask, 0)
+    index = GroupIndex(query, rows, mask)
+    if require_contrast:
+        labels = pool.labels[rows]
+        high = labels.masked_fill(~mask, float("-inf")).amax(dim=1)
+        low = labels.masked_fill(~mask, float("inf")).amin(dim=1)
+        index = index.select((high > low).nonzero().squeeze(1))
+    return index
+
+
+def pointwise_examples(pool: FeaturePool) -> GroupIndex:
+    """Every candidate once, as a group of size 1 (all N of them)."""
+    counts = pool.offsets.diff()
+    query = torch.repeat_interleave(torch.arange(pool.num_queries), counts)
+    rows = torch.arange(int(counts.sum()))[:, None]
+    return GroupIndex(query, rows, torch.ones_like(rows, dtype=torch.bool))
+
+
+@dataclass
+class Batch:
+    """Padded model inputs for B groups."""
+
+    instruction: Tensor  # (B, H)
+    responses: Tensor  # (B, K, H)
+    labels: Tensor  # (B, K), 0 at padding
+    mask: Tensor  # (B, K) bool
+
+
+def collate(pool: FeaturePool, groups: GroupIndex) -> Batch:
+    """Gather the features of `groups` from `pool` into one padded batch (on the pool's device)."""
+    device = pool.responses.device
+    rows, mask = groups.rows.to(device), groups.mask.to(device)
+    return Batch(
+        instruction=pool.instructions[groups.query.to(device)],
+        responses=pool.responses[rows],
+        labels=pool.labels[rows].masked_fill(~mask, 0.0),
+        mask=mask,
+    )
+
+
+def pad_queries(queries: Sequence[QueryLike], dtype: torch.dtype = torch.float32) -> Batch:
+    """Whole queries (all candidates) as one padded batch, e.g. to score a validation set."""
+    pool = FeaturePool.from_queries(queries, dtype=dtype)
+    counts = pool.offsets.diff()
+    width = int(counts.max())
+    position = torch.arange(width)[None, :]
+    mask = position < counts[:, None]
+    rows = (pool.offsets[:-1, None] + position).masked_fill(~mask, 0)
+    return collate(pool, GroupIndex(torch.arange(pool.num_queries), rows, mask))

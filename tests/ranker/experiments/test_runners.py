@@ -1,0 +1,177 @@
+"""The experiment runners on a small synthetic store: shapes of the results and the effects they must show."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from ranker.capture.feature_store import FeatureStore
+from ranker.experiments import runners as experiments
+from ranker.rankers.networks import RankerConfig, build_ranker
+from tests.ranker.test_cli import synthetic_store
+
+
+def two_layer_store(num_problems: int, skip: int) -> FeatureStore:
+    """Layer 2 carries the signal; layer 4 is pure noise. Two families, alternating."""
+    store = synthetic_store(num_problems, seed=0, skip=skip)
+    noise = torch.randn(store.responses.shape, generator=torch.Generator().manual_seed(skip))
+    store.responses = torch.cat([store.responses, noise], dim=2)
+    store.instruction = torch.cat([store.instruction, torch.randn(store.instruction.shape)], dim=1)
+    store.layers = (2, 4)
+    families = ["alpha" if i % 2 else "beta" for i in range(num_problems)]
+    store.problems = [type(p)(p.prompt, p.answer, p.checker, p.tests, family) for p, family in zip(store.problems, families)]
+    store.candidates["family"] = [families[i] for i in store.candidates["problem_index"]]
+    return store
+
+
+@pytest.fixture(scope="module")
+def stores():
+    return two_layer_store(160, skip=0), two_layer_store(80, skip=160)
+
+
+SELECTION_METHODS = {"first", "random", "majority", "max_logprob", "oracle", "per_sample"}
+MAIN_METHODS = SELECTION_METHODS | {"list_ranker", "point_ranker", "list_ranker_hidden", "point_ranker_hidden"}
+
+
+def label_stats(store: FeatureStore) -> dict[str, float]:
+    """What `first`, `oracle` and `per_sample` must be at N = all candidates, from the labels alone."""
+    labels = store.labels()
+    return {"first": float(labels[:, 0].mean()), "oracle": float(labels.max(dim=1).values.mean()), "per_sample": float(labels.mean())}
+
+
+def assert_counts(accuracies, problems: int) -> None:
+    """At N = all candidates there is one draw: every accuracy is a whole number of problems out of `problems`."""
+    counts = [a * problems for a in accuracies]
+    assert counts == pytest.approx([round(c) for c in counts], abs=1e-4), counts
+
+
+def parameters(kind: str, num_blocks: int = 1) -> int:
+    """Parameter count of a ranker of that kind on the synthetic store's 32-wide features."""
+    return sum(p.numel() for p in build_ranker(RankerConfig(kind=kind, hidden_size=32, num_blocks=num_blocks)).parameters())
+
+
+def test_layer_ablation_finds_the_informative_layer(stores):
+    train, test = stores
+    rows = pd.DataFrame(experiments.layer_ablation(train, test, seeds=[0]))
+    assert rows[["layer", "fraction", "kind", "seed"]].values.tolist() == [[2, 0.5, "list", 0], [4, 1.0, "list", 0]]  # 4 layers
+    assert_counts(rows.accuracy, 80)
+    by_layer = rows.set_index("layer").accuracy
+    assert by_layer[2] > by_layer[4] + 0.15  # measured 0.838 vs 0.500
+    assert by_layer[4] < label_stats(test)["per_sample"] + 0.15  # pure noise: about chance (0.469); measured 0.500
+
+
+def test_scaling_law_rows_and_monotone_oracle(stores):
+    train, test = stores
+    rows = pd.DataFrame(experiments.scaling_law(train, test, layer=2, seeds=[0], ns=(1, 2, 4, 8, 16)))
+    assert sorted(rows.n.unique()) == [1, 2, 4, 8]  # 16 > the store's 8 candidates: skipped
+    methods = SELECTION_METHODS | {"list_ranker", "point_ranker"}
+    assert set(rows.method) == methods and len(rows) == 4 * len(methods)  # one row per (n, method)
+    by_n = rows.pivot(index="n", columns="method", values="accuracy")
+    # N = 1: every selector picks the one candidate drawn, so all methods score the same draws alike
+    assert by_n.loc[1].to_dict() == pytest.approx(dict.fromkeys(methods, by_n.loc[1, "per_sample"]))
+    assert {m: by_n.loc[8, m] for m in label_stats(test)} == pytest.approx(label_stats(test), abs=1e-6)  # N = 8: all of them
+    oracle = by_n.oracle
+    assert list(oracle) == sorted(oracle) and oracle[2] > oracle[1]
+    ranker = by_n.list_ranker
+    assert ranker[8] > ranker[1] + 0.1  # measured 0.435 -> 0.825
+    assert (by_n.drop(columns="oracle").T <= oracle + 1e-6).all().all()  # nothing beats picking a correct one
+
+
+def test_main_table_transfer_blocks_and_timing(stores):
+    train, test = stores
+    main = pd.DataFrame(experiments.main_table(train, test, layer=2, seeds=[0]))
+    assert set(main.family) == {"alpha", "beta", "all"} and set(main.method) == MAIN_METHODS and len(main) == 3 * len(MAIN_METHODS)
+    table = main.pivot(index="method", columns="family", values="accuracy")
+    selections = table.drop(index="per_sample")  # per_sample is a mean over every candidate, not one pick per problem
+    assert_counts(selections.alpha, 40)
+    assert_counts(selections["all"], 80)
+    # the families have 40 test problems each, so "all" is their mean (random draws differently per call)
+    deterministic = sorted(MAIN_METHODS - {"random"})
+    assert table.loc[deterministic, "all"].tolist() == pytest.approx(((table.alpha + table.beta) / 2)[deterministic].tolist())
+    overall = table["all"]
+    assert {m: overall[m] for m in label_stats(test)} == pytest.approx(label_stats(test), abs=1e-6)
+    # the synthetic vote keys tie 4-4 (the key seen first wins) and log-probs peak at candidate 0: both pick the first
+    assert overall["majority"] == overall["max_logprob"] == overall["first"]
+    assert overall["list_ranker"] > overall["first"] + 0.15  # measured 0.825 vs 0.525
+    assert (table.drop(index="oracle") <= table.loc["oracle"] + 1e-6).all().all()
+
+    matrix = pd.DataFrame(experiments.transfer(train, test, layer=2, seeds=[0]))
+    pairs = sorted(zip(matrix.train_family, matrix.test_family))
+    assert pairs == [("alpha", "alpha"), ("alpha", "beta"), ("beta", "alpha"), ("beta", "beta")]
+    assert_counts(matrix.accuracy, 40)
+    assert (matrix.accuracy <= matrix.test_family.map(table.loc["oracle"]) + 1e-6).all()
+
+    blocks = pd.DataFrame(experiments.block_ablation(train, test, layer=2, seeds=[0], blocks=(1, 2)))
+    assert blocks.blocks.tolist() == [1, 2] and blocks.parameters.tolist() == [parameters("list", 1), parameters("list", 2)]
+    assert_counts(blocks.accuracy, 80)
+
+    timing = pd.DataFrame(experiments.training_time(train, layer=2, repeats=1))
+    assert timing[["kind", "repeat", "prompts", "candidates"]].values.tolist() == [["list", 0, 160, 1280], ["point", 0, 160, 1280]]
+    assert timing.parameters.tolist() == [parameters("list"), parameters("point")]
+    # measured 1.7 s and 3.4 s on 2 cores; the bound only rules out nonsense (a clock in ms, a hang)
+    assert timing.seconds.map(math.isfinite).all() and (timing.seconds < 60).all()
+    assert ((0 < timing.train_loop_seconds) & (timing.train_loop_seconds < timing.seconds)).all()  # the loop is part of it
+    # the vote share is 0.5 for every synthetic candidate (keys "0"/"1", 4 each): constant, so never fused
+    assert "weight_vote_share" not in timing and (timing.weight_ranker > 0).all()
+
+
+def test_report_tables_come_from_the_results(stores, tmp_path):
+    from ranker.experiments.report import report
+
+    train, test = stores
+    pd.DataFrame(experiments.main_table(train, test, layer=2, seeds=[0, 1])).to_csv(tmp_path / "main.csv", index=False)
+    pd.DataFrame(experiments.training_time(train, layer=2, repeats=1)).to_csv(tmp_path / "timing.csv", index=False)
+    lines = report(tmp_path).splitlines()
+    main = pd.read_csv(tmp_path / "main.csv")
+    means = main.groupby(["method", "family"]).accuracy.mean().unstack()
+    spread = main[main.family == "all"].groupby("method").accuracy.std()
+    assert "| method | alpha | beta | all (mean ± std, 2 seeds) |" in lines
+    labels = {"first": "first sample", "list_ranker": "ListRanker", "point_ranker_hidden": "PointRanker, hidden states only"}
+    for method, label in labels.items():
+        row = means.loc[method]
+        assert (f"| {label} | {100 * row.alpha:.1f} | {100 * row.beta:.1f} | {100 * row['all']:.1f} ± {100 * spread[method]:.1f} |"
+                in lines), method
+    rows = [line.split(" | ")[0] for line in lines if line.startswith("| ")]
+    assert rows[rows.index("| method") + 1:][:9] == [  # method rows in the README's order; per_sample is not one
+        "| oracle (any correct)", "| ListRanker", "| PointRanker", "| ListRanker, hidden states only",
+        "| PointRanker, hidden states only", "| max mean log-prob", "| majority vote", "| first sample", "| random"]
+    timing = pd.read_csv(tmp_path / "timing.csv").set_index("kind")
+    assert "| ranker | parameters | training data | CPU training time (median) |" in lines
+    for kind in ("list", "point"):
+        assert (f"| {kind.capitalize()}Ranker | {parameters(kind):,} | 160 prompts, 1,280 candidates | "
+                f"{timing.seconds[kind]:.1f} s |") in lines, kind
+
+
+def test_family_table_pools_splits(stores, tmp_path):
+    from ranker.experiments.report import family_markdown
+
+    train, test = stores
+    rows = pd.DataFrame(experiments.family_table(train, test))
+    assert set(rows.split) == {"train", "test"} and set(rows.family) == {"alpha", "beta"}
+    labels = torch.cat([train.labels(), test.labels()])
+    families = train.families + test.families
+    alpha = labels[[i for i, f in enumerate(families) if f == "alpha"]]
+    split_oracle = [store.labels()[[i for i, f in enumerate(store.families) if f == "alpha"]].max(dim=1).values.mean()
+                    for store in (train, test)]
+    text = family_markdown(rows)
+    # per-sample pooled over both splits; oracle@N per split (the splits may have different N)
+    assert (f"| alpha | {len(alpha)} | {100 * alpha.mean():.1f} | {100 * split_oracle[0]:.1f} | "
+            f"{100 * split_oracle[1]:.1f} |") in text
+
+
+def test_rm_table_renders_the_bench_csv():
+    from ranker.experiments.report import rm_markdown
+
+    bench = pd.DataFrame([
+        {"method": "ListRanker", "trainable_params": 87106, "loaded_params": 87106, "train_seconds": 0.81,
+         "score_seconds_per_prompt": 0.00031, "peak_rss_mb": 520.0, "rss_increase_mb": 30.0, "accuracy": 0.5, "n": 16},
+        {"method": "RM (base)", "trainable_params": 1843777, "loaded_params": 136358785, "train_seconds": 1276.0,
+         "score_seconds_per_prompt": 1.5, "peak_rss_mb": 3400.0, "rss_increase_mb": 2900.0, "accuracy": 0.353, "n": 16},
+        {"method": "oracle", "trainable_params": 0, "loaded_params": 0, "train_seconds": 0.0,
+         "score_seconds_per_prompt": 0.0, "peak_rss_mb": float("nan"), "rss_increase_mb": float("nan"), "accuracy": 0.8, "n": 16},
+    ])
+    text = rm_markdown(bench)
+    assert "| ListRanker | 87,106 / 87,106 | 810 ms | 0.31 ms | 520 MB (30 MB) | 50.0 |" in text
+    assert "| RM (base) | 1,843,777 / 136,358,785 | 1276.0 s | 1.50 s | 3400 MB (2900 MB) | 35.3 |" in text
+    assert "| oracle | – | – | – | – | 80.0 |" in text

@@ -1,0 +1,220 @@
+"""Score fusion with the mean log-prob and the vote share: weights, cross-fitting in fit, save/load, errors."""
+
+import pytest
+import torch
+
+from ranker.rankers.estimator import LanguageRanker
+from ranker.rankers.fusion import fit_fusion, fit_weights, fold_indices, fuse, kmeans, vote_shares
+from ranker.rankers.synthetic import make_synthetic_queries
+from ranker.rankers.training_groups import RankingQuery
+
+
+def _labels(num_queries=60, k=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(num_queries, k, generator=gen) < 0.3).float()
+    labels[:, 0] = 1.0  # every query has a positive
+    labels[:, 1] = 0.0  # ... and a negative
+    return list(labels), gen
+
+
+def test_vote_shares_count_each_candidates_answer_among_the_k():
+    torch.testing.assert_close(vote_shares(["7", "8", "7", None]), torch.tensor([0.5, 0.25, 0.5, 0.0]))
+    torch.testing.assert_close(vote_shares([None, None]), torch.zeros(2))
+
+
+def test_fit_weights_uses_an_informative_logprob():
+    labels, gen = _labels()
+    noise_scores = [torch.randn(8, generator=gen) for _ in labels]
+    signals = [{"mean_logprob": -2.0 + 0.5 * y + 0.05 * torch.randn(8, generator=gen)} for y in labels]  # lp separates
+    weights, report = fit_weights(noise_scores, signals, labels)
+    assert weights["mean_logprob"] > 0 and report["signals"] == ["mean_logprob"] and report["kept"]
+    assert report["oof_best_of_n_fused"] > report["oof_best_of_n_ranker"] + 0.3
+
+
+def test_fit_weights_uses_an_informative_vote_share():
+    labels, gen = _labels()
+    noise_scores = [torch.randn(8, generator=gen) for _ in labels]
+    # correct candidates agree on one answer, wrong ones scatter
+    keys = [["right" if label else f"wrong{k}" for k, label in enumerate(y.tolist())] for y in labels]
+    signals = [{"mean_logprob": torch.randn(8, generator=gen), "vote_share": vote_shares(k)} for k in keys]
+    weights, report = fit_weights(noise_scores, signals, labels)
+    assert weights["vote_share"] > 0 and report["standardised"]["vote_share"] > 3 * abs(report["standardised"]["mean_logprob"])
+    assert report["oof_best_of_n_fused"] > report["oof_best_of_n_ranker"] + 0.3
+
+
+def test_fit_weights_leaves_a_good_ranker_in_charge_of_useless_signals():
+    labels, gen = _labels()
+    good_scores = [3.0 * y + 0.1 * torch.randn(8, generator=gen) for y in labels]  # scores already perfect
+    signals = [{"mean_logprob": torch.randn(8, generator=gen)} for _ in labels]
+    weights, report = fit_weights(good_scores, signals, labels)
+    assert report["oof_best_of_n_ranker"] == report["oof_best_of_n_fused"] == 1.0
+    assert abs(report["standardised"]["mean_logprob"]) < report["standardised"]["ranker"] / 5
+
+
+def test_fit_weights_skips_signals_that_some_query_lacks_or_that_never_vary():
+    labels, gen = _labels(num_queries=10)
+    scores = [torch.randn(8, generator=gen) for _ in labels]
+    signals = [{"mean_logprob": torch.full((8,), -1.0)} for _ in labels]  # constant within every query
+    signals[0]["vote_share"] = torch.rand(8)  # only one query has votes
+    weights, report = fit_weights(scores, signals, labels)
+    assert weights == {"ranker": 1.0} and report["signals"] == [] and report["kept"] is False
+
+
+def test_fuse_adds_the_weighted_signals_and_needs_them():
+    scores, lp = torch.tensor([1.0, 2.0]), torch.tensor([-1.0, -3.0])
+    torch.testing.assert_close(fuse(scores, {"ranker": 1.0, "mean_logprob": 0.5}, lp), torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(fuse(scores, {"ranker": 2.0, "vote_share": 1.0}, vote_keys=["a", "a"]), torch.tensor([3.0, 5.0]))
+    assert fuse(scores, {"ranker": 1.0}) is scores
+    with pytest.raises(ValueError, match="mean_logprob"):
+        fuse(scores, {"ranker": 1.0, "mean_logprob": 0.5})
+    with pytest.raises(ValueError, match="shape"):
+        fuse(scores, {"ranker": 1.0, "mean_logprob": 0.5}, torch.zeros(3))
+    with pytest.raises(ValueError, match="vote_keys"):
+        fuse(scores, {"ranker": 1.0, "vote_share": 0.5})
+    with pytest.raises(ValueError, match="3 vote_keys for 2"):
+        fuse(scores, {"ranker": 1.0, "vote_share": 0.5}, vote_keys=["a", "b", "c"])
+
+
+def test_fold_indices_partition_and_are_seeded():
+    folds = fold_indices(10, 4, seed=3)
+    assert sorted(i for f in folds for i in f) == list(range(10))
+    assert fold_indices(10, 4, seed=3) == folds and fold_indices(10, 4, seed=4) != folds
+    with pytest.raises(ValueError, match="folds"):
+        fold_indices(10, 1, seed=0)
+
+
+def _with_signals(queries, seed=0):
+    """Attach informative mean log-probs (higher for correct candidates) and answer keys
+    (correct candidates share one answer, wrong ones all differ)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for q in queries:
+        lp = -2.0 + 0.3 * torch.randn(q.labels.shape, generator=gen) + 0.6 * q.labels
+        keys = ["right" if y else f"wrong{k}" for k, y in enumerate(q.labels.tolist())]
+        out.append(RankingQuery(q.instruction, q.responses, q.labels, q.query_id, lp, keys))
+    return out
+
+
+@pytest.fixture(scope="module")
+def weak_features():
+    # Hidden states carry little signal, so informative signals must get weight.
+    return make_synthetic_queries(80, 8, 32, seed=1, signal=0.2)
+
+
+def test_fit_learns_fusion_weights_and_they_survive_save_load(weak_features, tmp_path):
+    queries = _with_signals(weak_features)
+    ranker = LanguageRanker(kind="list", epochs=3).fit(queries)
+    assert ranker.fused and ranker.fusion_weights["mean_logprob"] > 0 and ranker.fusion_weights["vote_share"] > 0
+    plain = LanguageRanker(kind="list", epochs=3, fusion=False).fit(queries)
+    assert plain.fusion_weights == {"ranker": 1.0} and not plain.fused
+    assert ranker.evaluate(queries).best_of_n > plain.evaluate(queries).best_of_n + 0.05
+    q = queries[0]
+    with pytest.raises(ValueError, match="mean_logprob"):
+        ranker.score(q.instruction, q.responses, vote_keys=q.vote_keys)
+    with pytest.raises(ValueError, match="vote_keys"):
+        ranker.score(q.instruction, q.responses, q.mean_logprob)
+    ranker.save(tmp_path / "r")
+    loaded = LanguageRanker.load(tmp_path / "r")
+    assert loaded.fusion_weights == pytest.approx(ranker.fusion_weights)
+    assert torch.equal(loaded.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys),
+                       ranker.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys))
+
+
+def test_a_card_from_before_vote_fusion_loads_with_its_logprob_weight(weak_features, tmp_path):
+    import json
+
+    ranker = LanguageRanker(kind="point", epochs=1, fusion=False).fit(weak_features)
+    ranker.save(tmp_path / "old")
+    card_path = next((tmp_path / "old").glob("*.json"))
+    card = json.loads(card_path.read_text())
+    card["metrics"].pop("fusion_weights")
+    card["metrics"].pop("fusion_cluster_weights")
+    card["metrics"]["logprob_weight"] = 0.25
+    card["train_config"]["logprob_fusion"] = card["train_config"].pop("fusion")
+    card_path.write_text(json.dumps(card))
+    loaded = LanguageRanker.load(tmp_path / "old")
+    assert loaded.fusion_weights == {"ranker": 1.0, "mean_logprob": 0.25} and loaded.train_config_.fusion is False
+
+
+def test_fit_without_signals_is_the_hidden_state_ranker(weak_features):
+    ranker = LanguageRanker(kind="point", epochs=2).fit(weak_features)
+    assert ranker.fusion_weights == {"ranker": 1.0}
+    q = weak_features[0]
+    assert ranker.score(q.instruction, q.responses).shape == (8,)
+
+
+def test_fusion_signals_limit_what_is_fused(weak_features):
+    queries = _with_signals(weak_features)
+    ranker = LanguageRanker(kind="list", epochs=3, fusion_signals=["mean_logprob"]).fit(queries)
+    assert set(ranker.fusion_weights) == {"ranker", "mean_logprob"} and ranker.train_config_.fusion_signals == ("mean_logprob",)
+    q = queries[0]
+    assert ranker.score(q.instruction, q.responses, q.mean_logprob).shape == (8,)  # no answer keys needed
+    with pytest.raises(ValueError, match="fusion_signals"):
+        LanguageRanker(kind="list", fusion_signals=("votes",)).fit(queries)
+
+
+def test_kmeans_finds_two_obvious_groups():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.tensor([1.0, 0.0, 0.0]) + 0.05 * torch.randn(30, 3, generator=gen)
+    b = torch.tensor([0.0, 1.0, 0.0]) + 0.05 * torch.randn(20, 3, generator=gen)
+    centroids, assignment = kmeans(torch.cat([a, b]), 2, seed=0)
+    assert centroids.shape == (2, 3) and torch.allclose(centroids.norm(dim=1), torch.ones(2))
+    assert len(set(assignment[:30].tolist())) == 1 and len(set(assignment[30:].tolist())) == 1
+    assert assignment[0] != assignment[30]
+
+
+def _two_task_data(num_queries=160, k=8, seed=0):
+    """Two kinds of instruction: on one the vote share finds the answer and the log-prob misleads,
+    on the other the reverse. No single set of weights serves both."""
+    gen = torch.Generator().manual_seed(seed)
+    scores, signals, labels, instructions = [], [], [], []
+    for q in range(num_queries):
+        task = q % 2
+        y = torch.zeros(k)
+        y[int(torch.randint(k, (1,), generator=gen))] = 1.0
+        good, bad = 1.0 * y + 0.3 * torch.rand(k, generator=gen), torch.rand(k, generator=gen) - 1.0 * y
+        vote, logprob = (good, bad) if task == 0 else (bad, good)
+        scores.append(0.1 * torch.randn(k, generator=gen))
+        signals.append({"mean_logprob": logprob, "vote_share": vote})
+        labels.append(y)
+        direction = torch.zeros(16)
+        direction[task] = 1.0
+        instructions.append(direction + 0.1 * torch.randn(16, generator=gen))
+    return scores, signals, labels, torch.stack(instructions)
+
+
+def test_fit_fusion_gives_each_kind_of_instruction_its_own_weights():
+    scores, signals, labels, instructions = _two_task_data()
+    fusion, report = fit_fusion(scores, signals, labels, instructions, clusters=(1, 2, 4))
+    assert report["clusters"] >= 2 and fusion.num_clusters == report["clusters"] and report["kept"]
+    by_k = report["cv_best_of_n_by_clusters"]
+    assert by_k[str(report["clusters"])] > by_k["1"] + 0.3  # global weights cannot serve both tasks
+    vote_task, logprob_task = fusion.weights_for(instructions[0]), fusion.weights_for(instructions[1])
+    assert vote_task["vote_share"] > vote_task["mean_logprob"] and logprob_task["mean_logprob"] > logprob_task["vote_share"]
+    with pytest.raises(ValueError, match="features"):
+        fusion.cluster_of(torch.zeros(5))
+
+
+def test_fit_fusion_keeps_one_set_of_weights_when_clusters_do_not_help():
+    labels, gen = _labels(num_queries=120)
+    scores = [torch.randn(8, generator=gen) for _ in labels]
+    signals = [{"mean_logprob": -2.0 + 0.5 * y + 0.05 * torch.randn(8, generator=gen)} for y in labels]  # same everywhere
+    instructions = torch.randn(120, 16, generator=gen)  # no structure
+    fusion, report = fit_fusion(scores, signals, labels, instructions, clusters=(1, 2, 4))
+    assert report["clusters"] == 1 and fusion.centroids is None and fusion.weights[0]["mean_logprob"] > 0
+
+
+def test_clustered_fusion_survives_save_load(tmp_path):
+    scores, signals, labels, instructions = _two_task_data(num_queries=120)
+    queries = [RankingQuery(instructions[q], torch.randn(8, 16), labels[q], str(q), signals[q]["mean_logprob"],
+                            ["right" if y else f"w{k}" for k, y in enumerate(labels[q].tolist())]) for q in range(120)]
+    ranker = LanguageRanker(kind="point", epochs=2, fusion_clusters=(2,)).fit(queries)
+    assert ranker.fusion.num_clusters == 2 and ranker.fusion.centroids.shape == (2, 16)
+    ranker.save(tmp_path / "r")
+    assert (tmp_path / "r" / "extra.safetensors").is_file()
+    loaded = LanguageRanker.load(tmp_path / "r")
+    assert torch.equal(loaded.fusion.centroids, ranker.fusion.centroids) and loaded.fusion.weights == ranker.fusion.weights
+    for q in queries[:4]:
+        assert loaded.fusion.cluster_of(q.instruction) == ranker.fusion.cluster_of(q.instruction)
+        assert torch.equal(loaded.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys),
+                           ranker.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys))

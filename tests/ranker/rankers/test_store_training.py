@@ -1,0 +1,54 @@
+"""Store queries and subset scoring: a ranker ranks exactly the candidates it is given."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ranker.capture.feature_store import FeatureStore
+from ranker.capture.fingerprint import ModelFingerprint
+from ranker.capture.sampling import SamplingConfig
+from ranker.evaluation.store_scores import score_store, subset_scorer
+from ranker.rankers.estimator import LanguageRanker
+from ranker.rankers.store_training import store_queries
+from ranker.tasks import Problem
+
+
+@pytest.fixture(scope="module")
+def store():
+    gen = torch.Generator().manual_seed(0)
+    P, N, H = 12, 6, 8
+    labels = torch.rand(P, N, generator=gen) < 0.4
+    labels[:, 0], labels[:, 1] = True, False
+    keys = [["right" if labels[p, k] else ("wrong" if k % 2 else None) for k in range(N)] for p in range(P)]
+    rows = [{"problem_index": p, "candidate_index": k, "text": "", "correct": bool(labels[p, k]), "vote_key": keys[p][k],
+             "mean_logprob": float(-1.0 + 0.5 * labels[p, k] + 0.1 * torch.randn(1, generator=gen))}
+            for p in range(P) for k in range(N)]
+    return FeatureStore(
+        problems=[Problem(f"q{p}", "1", "numeric") for p in range(P)], candidates=pd.DataFrame(rows),
+        instruction=torch.randn(P, 1, H, generator=gen), responses=torch.randn(P, N, 1, H, generator=gen),
+        layers=(1,), model=ModelFingerprint("m", "r", 2, H), sampling=SamplingConfig(num_candidates=N),
+    )
+
+
+def test_store_queries_of_a_subset_carry_that_subsets_signals(store):
+    index = np.array([[5, 0, 3]] * len(store.problems))
+    full, part = store_queries(store), store_queries(store, index=index)
+    assert part[2].responses.shape == (3, 8) and torch.equal(part[2].responses, full[2].responses[[5, 0, 3]])
+    assert torch.equal(part[2].labels, full[2].labels[[5, 0, 3]])
+    assert torch.equal(part[2].mean_logprob, full[2].mean_logprob[[5, 0, 3]])
+    assert part[2].vote_keys == [full[2].vote_keys[k] for k in (5, 0, 3)]
+    with pytest.raises(ValueError, match="index must be"):
+        store_queries(store, index=np.zeros((2, 3), dtype=int))
+
+
+def test_subset_scores_are_the_scores_of_those_candidates_alone(store):
+    ranker = LanguageRanker(kind="list", epochs=2, fusion_folds=2).fit(store_queries(store, 1))
+    assert ranker.fusion_weights.get("vote_share", 0.0) != 0.0  # the subset changes the vote shares
+    index = np.array([[1, 2, 4]] * len(store.problems))
+    scores = subset_scorer(ranker, store)(index)
+    q = store_queries(store, 1)[3]
+    expected = ranker.score(q.instruction, q.responses[[1, 2, 4]], q.mean_logprob[[1, 2, 4]],
+                            [q.vote_keys[k] for k in (1, 2, 4)])
+    torch.testing.assert_close(scores[3], expected)
+    assert not torch.allclose(scores, score_store(ranker, store)[:, [1, 2, 4]])  # not the full list's scores
