@@ -1,15 +1,16 @@
 """Loaders for the real benchmarks, through the `datasets` library.
 
-Every loader has the form `load_<name>(split=..., limit=None, data_files=None)` and
-returns a list of `Problem`:
+`load_benchmark(name, split=None, limit=None, data_files=None, **options)` is the entry point;
+it dispatches to `load_<name>(split=..., limit=None, data_files=None)`, which returns a list
+of `Problem`:
 
-| loader        | hub id                                 | checker      |
-|---------------|----------------------------------------|--------------|
-| load_math     | EleutherAI/hendrycks_math (7 subjects) | math         |
-| load_gsm8k    | openai/gsm8k, config "main"            | numeric      |
-| load_mbpp     | google-research-datasets/mbpp, "full"  | python_tests |
-| load_xlam     | Salesforce/xlam-function-calling-60k   | json_call    |
-| load_dolly    | databricks/databricks-dolly-15k        | none         |
+| name  | hub id                                 | default split | checker      |
+|-------|----------------------------------------|---------------|--------------|
+| math  | EleutherAI/hendrycks_math (7 subjects) | test          | math         |
+| gsm8k | openai/gsm8k, config "main"            | test          | numeric      |
+| mbpp  | google-research-datasets/mbpp, "full"  | test          | python_tests |
+| xlam  | Salesforce/xlam-function-calling-60k   | train         | json_call    |
+| dolly | databricks/databricks-dolly-15k        | train         | none         |
 
 With `data_files` (a path, a list of paths, or a {split: path} dict) the loader reads local
 json/jsonl/parquet/csv files in the dataset's own schema instead of the hub, which is how
@@ -22,12 +23,14 @@ instruction-following setting), and `check` refuses them.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ranker.tasks.checkers import last_boxed, parse_number
+from ranker.tasks.jsonl import parse_json
 from ranker.tasks.problem import Problem
 
 logger = logging.getLogger(__name__)
@@ -239,13 +242,11 @@ def _xlam_problems(rows: Iterable[dict], min_tools: int, single_call_only: bool)
 
 def _json_field(value: Any, column: str, row: dict) -> list:
     """xLAM stores tools and answers as JSON strings; accept already-parsed lists too."""
+    what = f"xLAM row {row.get('id')!r}: column {column!r}"
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as error:
-            raise ValueError(f"xLAM row {row.get('id')!r}: column {column!r} is not valid JSON ({error})") from None
+        return parse_json(value, list, what)
     if not isinstance(value, list):
-        raise ValueError(f"xLAM row {row.get('id')!r}: column {column!r} must be a JSON list, got {value!r:.200}")
+        raise ValueError(f"{what} must be a list, got {type(value).__name__} {value!r:.200}")
     return value
 
 
@@ -270,3 +271,33 @@ def _dolly_problems(rows: Iterable[dict]) -> Iterator[Problem]:
         prompt = row["instruction"] if not context else f"{row['instruction']}\n\nContext:\n{context}"
         yield Problem(prompt=prompt, answer=row["response"], checker="none", family="dolly",
                       meta={"category": row.get("category", ""), "context": context})
+
+
+# ---------------------------------------------------------------------------- entry point
+
+BENCHMARKS: dict[str, Callable[..., list[Problem]]] = {
+    "math": load_math, "gsm8k": load_gsm8k, "mbpp": load_mbpp, "xlam": load_xlam, "dolly": load_dolly,
+}
+_COMMON_PARAMETERS = ("split", "limit", "data_files")
+
+
+def load_benchmark(
+    name: str, split: str | None = None, limit: int | None = None, data_files: Any = None, **options: Any,
+) -> list[Problem]:
+    """The problems of benchmark `name` (a key of `BENCHMARKS`), via its `load_<name>` loader.
+
+    `split` None takes the loader's default split (see the module table); `limit` keeps the
+    first `limit` problems; `data_files` reads local files in the dataset's schema instead of
+    the hub. `options` go to the loader (only xLAM has any: `min_tools`, `single_call_only`).
+    Raises ValueError for an unknown name or option, naming the accepted ones.
+    """
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; expected one of {sorted(BENCHMARKS)}")
+    loader = BENCHMARKS[name]
+    accepted = [p for p in inspect.signature(loader).parameters if p not in _COMMON_PARAMETERS]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"benchmark {name!r} has no option(s) {unknown}; it accepts {accepted or 'none'}")
+    if split is not None:
+        options["split"] = split
+    return loader(limit=limit, data_files=data_files, **options)

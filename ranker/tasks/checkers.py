@@ -94,16 +94,6 @@ def last_number(text: str) -> float | None:
     return values[-1] if values else None
 
 
-def last_number_span(text: str) -> tuple[int, int] | None:
-    """Character span (start, end) in `text` of its last number, or None if it has none.
-
-    The same rule as `last_number`, read on `text` as it is: LaTeX fractions are not rewritten
-    first, so for "\\frac{3}{4}" the span is the "4". Used to find the answer's tokens in a response.
-    """
-    spans = [m.span() for m in _NUMBER_RE.finditer(text) if _match_value(m) is not None]
-    return spans[-1] if spans else None
-
-
 def numbers_equal(a: float, b: float) -> bool:
     """Equal within 1e-6 relative tolerance (1e-9 absolute, so 0 can match 0.0000000001)."""
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)

@@ -48,14 +48,22 @@ def load_tasks_file(path: str | Path) -> list[Problem]:
     return problems
 
 
+def parse_json(text: str, expected: type[dict] | type[list], what: str) -> Any:
+    """`text` parsed as JSON, which must be a `expected` (dict: an object, or list); else a
+    ValueError that starts with `what` and says what is wrong."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{what} is not valid JSON ({error})") from None
+    if not isinstance(value, expected):
+        kind = "an object" if expected is dict else "a list"
+        raise ValueError(f"{what} must be {kind}, got {type(value).__name__} {value!r:.200}")
+    return value
+
+
 def parse_task_line(line: str, default_family: str = "") -> Problem:
     """One line of a task file as a Problem; ValueError says what is wrong with it."""
-    try:
-        record = json.loads(line)
-    except ValueError as error:
-        raise ValueError(f"not valid JSON ({error})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    record = parse_json(line, dict, "the line")
     _check_fields(record)
     tests = record.get("tests", [])
     meta = record.get("meta", {})

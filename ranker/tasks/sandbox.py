@@ -541,22 +541,13 @@ class _Conversation:
             self.fail(str(error))
 
     def _talk(self, channel: _Channel) -> bool:
-        kind, payload = channel.receive()
-        if kind == "abort":
-            self.fail(f"sandbox setup failed: {_shorten(payload)}")
+        report = self._expect(channel, "layers", "the layers report", "abort", "sandbox setup failed:")
+        if report is None:
             return False
-        if kind != "layers":
-            self.fail(f"expected the layers report, got {kind!r}")
-            return False
-        for line in payload.splitlines():
+        for line in report.splitlines():
             name, active, detail = (line.split("\t", 2) + ["", ""])[:3]
             self.layers[name] = [active == "1", detail]
-        kind, payload = channel.receive()
-        if kind == "error":
-            self.fail(f"the solution raised {_shorten(payload)}")
-            return False
-        if kind != "ready":
-            self.fail(f"expected the solution to finish, got {kind!r}")
+        if self._expect(channel, "ready", "the solution to finish", "error", "the solution raised") is None:
             return False
         for number, step in enumerate(self.steps, start=1):
             failure = self._step(channel, step)
@@ -564,6 +555,18 @@ class _Conversation:
                 self.fail(f"test {number} `{_shorten(step.text, 80)}` {failure}")
                 return False
         return True
+
+    def _expect(self, channel: _Channel, kind: str, what: str, failure_kind: str, failure: str) -> str | None:
+        """The payload of the next message if it is `kind`; else record why (`failure` + the child's
+        report for a `failure_kind` message, or the unexpected kind) and return None."""
+        received, payload = channel.receive()
+        if received == kind:
+            return payload
+        if received == failure_kind:
+            self.fail(f"{failure} {_shorten(payload)}")
+        else:
+            self.fail(f"expected {what}, got {received!r}")
+        return None
 
     def _step(self, channel: _Channel, step: _Step) -> str:
         """Run one step; '' if it passed, else what went wrong."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ranker.tasks import benchmarks, check
+from ranker.tasks import BENCHMARKS, benchmarks, check, load_benchmark
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "datasets"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -94,6 +94,48 @@ def test_data_files_dict_and_bad_inputs(tmp_path):
         benchmarks.load_gsm8k(data_files=ASSETS / "dolly.jsonl")
     with pytest.raises(ValueError, match="limit"):
         benchmarks.load_gsm8k(data_files=ASSETS / "gsm8k.jsonl", limit=-1)
+
+
+def test_xlam_rejects_columns_that_are_not_json_lists(tmp_path):
+    row = {"id": 7, "query": "q", "tools": "[{broken", "answers": "[]"}
+    (tmp_path / "bad.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match="xLAM row 7: column 'tools' is not valid JSON"):
+        benchmarks.load_xlam(data_files=tmp_path / "bad.jsonl")
+    (tmp_path / "dict.jsonl").write_text(json.dumps({**row, "tools": '{"name": "f"}'}) + "\n")
+    with pytest.raises(ValueError, match="xLAM row 7: column 'tools' must be a list, got dict"):
+        benchmarks.load_xlam(data_files=tmp_path / "dict.jsonl")
+
+
+FIXTURES = {"math": "math.jsonl", "gsm8k": "gsm8k.jsonl", "mbpp": "mbpp.jsonl", "xlam": "xlam.json", "dolly": "dolly.jsonl"}
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_load_benchmark_gives_what_the_named_loader_gives(name):
+    data_files = ASSETS / FIXTURES[name]
+    problems = load_benchmark(name, data_files=data_files)
+    direct = BENCHMARKS[name](data_files=data_files)
+    assert [p.prompt for p in problems] == [p.prompt for p in direct] and len(problems) >= 3
+    assert {p.family for p in problems} == {name}
+    assert [p.answer for p in load_benchmark(name, data_files=data_files, limit=2)] == [p.answer for p in direct[:2]]
+
+
+def test_load_benchmark_split_and_options_reach_the_loader():
+    files = {"validation": str(ASSETS / "gsm8k.jsonl")}
+    assert [p.answer for p in load_benchmark("gsm8k", split="validation", data_files=files)] == ["10", "1200", "-2.5"]
+    with pytest.raises(ValueError, match="not the requested split 'test'"):  # None: the loader's default split
+        load_benchmark("gsm8k", data_files=files)
+    xlam = load_benchmark("xlam", data_files=ASSETS / "xlam.json", min_tools=4, single_call_only=True)
+    assert [p.meta["id"] for p in xlam] == [3]
+
+
+def test_load_benchmark_refuses_unknown_names_and_options():
+    with pytest.raises(ValueError) as raised:
+        load_benchmark("gsm9k")
+    assert str(raised.value) == "unknown benchmark 'gsm9k'; expected one of ['dolly', 'gsm8k', 'math', 'mbpp', 'xlam']"
+    with pytest.raises(ValueError, match=r"benchmark 'gsm8k' has no option\(s\) \['min_tools'\]"):
+        load_benchmark("gsm8k", data_files=ASSETS / "gsm8k.jsonl", min_tools=4)
+    with pytest.raises(ValueError, match=r"accepts \['min_tools', 'single_call_only'\]"):
+        load_benchmark("xlam", data_files=ASSETS / "xlam.json", min_tool=4)
 
 
 def test_hub_failure_says_how_to_use_local_files(monkeypatch):

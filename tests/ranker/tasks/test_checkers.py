@@ -57,15 +57,6 @@ def test_last_number_reads_values():
     assert checkers.parse_number("12 apples") is None
 
 
-def test_last_number_span_points_at_the_number_last_number_reads():
-    text = "7 - 3 is 2, so the answer is -4."
-    start, end = checkers.last_number_span(text)
-    assert text[start:end] == "-4"
-    assert checkers.last_number(text[start:end]) == checkers.last_number(text) == -4.0
-    assert checkers.last_number_span("It is 3/4 or 5/0") == (6, 9)  # 5/0 has no value, as in last_number
-    assert checkers.last_number_span("no digits here") is None
-
-
 def test_numeric_rejects_non_numeric_answer():
     with pytest.raises(ValueError, match="'forty'"):
         checkers.numeric("40", "forty")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -77,6 +78,41 @@ def test_arithmetic_answers_are_correct_and_levels_change_operands():
     assert all(int(p.answer) >= 0 for p in easy)
     hard = Arithmetic(difficulty=4).generate(30, seed=0)
     assert any(int(n) >= 100 for p in hard for n in re.findall(r"\d+", p.prompt))
+
+
+def test_arithmetic_operand_range_draws_both_operands_from_it_at_any_level():
+    for difficulty in (1, 5):
+        problems = Arithmetic(difficulty=difficulty, operand_range=(2, 20)).generate(200, seed=0)
+        operands = [re.fullmatch(r"What is (\d+) ([-+*]) (\d+)\? Answer with just the number\.", p.prompt).groups()
+                    for p in problems]
+        assert all(2 <= int(a) <= 20 and 2 <= int(b) <= 20 for a, _, b in operands)
+        assert {op for _, op, _ in operands} == {"+", "-", "*"}
+        assert all(int(p.answer) >= 0 and check(p, p.answer) for p in problems)
+        assert problems[0].meta["operand_range"] == [2, 20]
+    assert max(int(a) for p in Arithmetic(operand_range=[95, 99]).generate(20) for a in re.findall(r"\d+", p.prompt)) <= 99
+    assert "operand_range" not in Arithmetic().generate(1)[0].meta  # the default family's problems are unchanged
+    assert Arithmetic(operand_range=(2, 20)).with_difficulty(3).operand_range == (2, 20)
+
+
+@pytest.mark.parametrize("bad", [(3, 2), (-1, 4), (1.0, 2), (True, 3), (1, 2, 3), 5])
+def test_arithmetic_operand_range_must_be_two_ordered_non_negative_ints(bad):
+    with pytest.raises(ValueError, match="operand_range must be two ints"):
+        Arithmetic(operand_range=bad)
+
+
+def test_arithmetic_operand_range_writes_the_committed_harder_arithmetic_file():
+    # bench/data/arithmetic_small20.jsonl (README: "Arithmetic: where the signal runs out") came from a
+    # separate generator that drew operator, a, b from random.Random(20261128); the family draws in
+    # the same order, so its `sample` on that stream gives the same problems, line for line.
+    committed = [json.loads(line) for line in (REPO_ROOT / "bench" / "data" / "arithmetic_small20.jsonl").open()]
+    family, rng = Arithmetic(operand_range=(2, 20)), random.Random(20261128)
+    drawn: dict[str, str] = {}
+    while len(drawn) < len(committed):
+        problem = family.sample(rng)
+        drawn.setdefault(problem.prompt, problem.answer)
+    assert len(committed) == 300
+    assert [(row["prompt"], row["answer"], row["checker"]) for row in committed] == [
+        (prompt, answer, "numeric") for prompt, answer in drawn.items()]
 
 
 def test_word_problem_answers_follow_the_story():

@@ -57,7 +57,7 @@ def test_invalid_lines_are_all_reported_with_numbers(tmp_path):
         2: "not valid JSON", 3: "missing field(s) ['answer']", 4: "'answer' must be a string",
         5: "unknown checker 'fuzzy'", 7: "json_call answer is not valid JSON", 8: "json_call answer must be",
         9: "at least one test", 10: "'five'", 11: "unknown field(s) ['anwser']", 12: "'tests' must be a list",
-        13: "expected a JSON object", 14: "unknown checker 'none'",
+        13: "the line must be an object, got list [1, 2]", 14: "unknown checker 'none'",
     }
     lines = message.splitlines()[1:]
     assert [int(line.split(":")[0].split()[1]) for line in lines] == sorted(expected)
