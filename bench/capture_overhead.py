@@ -29,6 +29,7 @@ from ranker.capture.base_model import BaseModel, load_base_model  # noqa: E402
 from ranker.capture.fingerprint import ModelFingerprint  # noqa: E402
 from ranker.capture.hidden_states import reference_hidden_states, resolve_layers  # noqa: E402
 from ranker.capture.sampling import SamplingConfig, encode_prompts, eos_token_ids, sample_candidates_batch  # noqa: E402
+from ranker.core.seeding import seeded  # noqa: E402
 
 PROMPTS = [
     "What is 47 + 38? Answer with just the number.",
@@ -72,8 +73,7 @@ def plain_generate(base: BaseModel, prompts: list[str], config: SamplingConfig) 
     n = config.num_candidates
     synchronize(base.device)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[base.device] if base.device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
+    with seeded(config.seed, base.device):
         sequences = base.model.generate(
             input_ids=encoded["input_ids"].repeat_interleave(n, dim=0),
             attention_mask=encoded["attention_mask"].repeat_interleave(n, dim=0),

@@ -76,24 +76,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ranker.capture.feature_store import FeatureStore  # noqa: E402
 from ranker.capture.hidden_states import resolve_layer  # noqa: E402
+from ranker.evaluation.methods import display_order, method_label  # noqa: E402
 from ranker.evaluation.selection import evaluate_selection  # noqa: E402
 from ranker.reward.reward_config import RewardModelConfig, RewardTrainConfig  # noqa: E402
 from ranker.tasks.voting import key_for  # noqa: E402
 
 SCALING_NS = (1, 2, 4, 8, 16, 32)  # the scaling law's N
 
-# Trained methods: internal name -> (label, the extra forward pass it needs per candidate).
+# Trained methods (names and labels from ranker.evaluation.methods) -> the extra forward pass each needs per candidate.
+REUSES_HIDDEN_STATES = "none (reuses generation's hidden states)"
 METHODS = {
-    "list_ranker": ("ListRanker", "none (reuses generation's hidden states)"),
-    "point_ranker": ("PointRanker", "none (reuses generation's hidden states)"),
-    "list_hidden": ("ListRanker, hidden states only", "none (reuses generation's hidden states)"),
-    "point_hidden": ("PointRanker, hidden states only", "none (reuses generation's hidden states)"),
-    "rm_base": ("RM (base)", "base LLM + LoRA over prompt + candidate"),
-    "rm_small": ("RM (small)", "MiniLM encoder over prompt + candidate"),
+    "list_ranker": REUSES_HIDDEN_STATES,
+    "point_ranker": REUSES_HIDDEN_STATES,
+    "list_ranker_hidden": REUSES_HIDDEN_STATES,
+    "point_ranker_hidden": REUSES_HIDDEN_STATES,
+    "rm_base": "base LLM + LoRA over prompt + candidate",
+    "rm_small": "MiniLM encoder over prompt + candidate",
 }
-RANKERS = ("list_ranker", "point_ranker", "list_hidden", "point_hidden")
+RANKERS = ("list_ranker", "point_ranker", "list_ranker_hidden", "point_ranker_hidden")
 # No-training baselines (names from ranker.evaluation.selection): accuracy only.
-BASELINES = {"first": "first sample", "majority": "majority vote", "max_logprob": "max mean log-prob", "oracle": "oracle"}
+BASELINES = ("first", "majority", "max_logprob", "oracle")
 CSV_COLUMNS = ["method", "trainable_params", "loaded_params", "train_seconds", "score_seconds_per_prompt",
                "peak_rss_mb", "rss_increase_mb", "accuracy", "n", "train_prompts", "test_prompts", "machine"]
 
@@ -133,8 +135,8 @@ def load_stores(args) -> tuple[FeatureStore, FeatureStore, int]:
         if not (folder / split / "card.json").is_file():
             raise ValueError(f"{folder / split} is not a feature store; --store must hold train/ and test/ (from `python -m ranker build`)")
     train, test = FeatureStore.load(folder / "train"), FeatureStore.load(folder / "test")
-    if train.model != test.model:
-        raise ValueError(f"train and test stores come from different models: {train.model.model_id} and {test.model.model_id}")
+    if not train.model.matches(test.model):
+        raise ValueError(f"train and test stores come from different models: {train.model.describe()} and {test.model.describe()}")
     layer = resolve_layer(args.layer, train.model.num_layers)
     for name, store in (("train", train), ("test", test)):
         if layer not in store.layers:
@@ -169,9 +171,9 @@ def fit_method(method: str, train: FeatureStore, layer: int, args, log: Callable
         # *_hidden: the paper's rankers (hidden states only); *_ranker: the library default (fused with the
         # mean log-prob and the vote share)
         hidden_only = args.no_fusion or method.endswith("_hidden")
-        extra = {"fusion": False} if hidden_only else {}
+        fusion = {"fusion": False} if hidden_only else {}
         start = time.perf_counter()
-        ranker = train_on_store(train, layer, kind=method.split("_")[0], seed=args.seed, **extra)
+        ranker = train_on_store(train, layer, kind=method.split("_")[0], seed=args.seed, **fusion)
         seconds = time.perf_counter() - start
         result = ranker.train_result_
         return ranker, seconds, {"train_loop_seconds": result.wall_time_s, "steps": result.num_steps,
@@ -186,8 +188,7 @@ def fit_method(method: str, train: FeatureStore, layer: int, args, log: Callable
         start = time.perf_counter()
         base = load_base_model(args.model, device="cpu")
         details["base_model_load_seconds"] = time.perf_counter() - start
-        if base.fingerprint != train.model:
-            raise ValueError(f"RM (base) must use the store's base model {train.model.model_id}, not {base.fingerprint.model_id}")
+        train.model.check_compatible(base.fingerprint, what="RM (base) on the training store")
         rm = BaseRewardModel(base, **rm_hyperparams(args))
     else:
         rm = SmallRewardModel(**rm_hyperparams(args))
@@ -256,14 +257,11 @@ def run_method(args) -> None:
     model, train_seconds, details = fit_method(args.method, train, layer, args, log)
     log(f"trained in {train_seconds:.1f} s; scoring {len(test.problems)} held-out prompts x N={test.num_candidates}")
     start = time.perf_counter()
-    if args.method in RANKERS:
-        from ranker.evaluation.store_scores import score_store, subset_scorer
-
-        scores = score_store(model, test)
-    else:
-        scores = model.score_store(test)
+    scores = model.score_store(test)  # rankers and reward models alike: (P, N)
     details["score_store_seconds"] = time.perf_counter() - start
     if args.method in RANKERS:
+        from ranker.evaluation.store_scores import subset_scorer
+
         # A ranker's scores depend on the candidate set (ListRanker, vote share): each drawn subset is
         # scored on its own, so its accuracy is computed here, on the same subsets as in the parent.
         details["accuracy_by_n"] = {n: evaluate_selection(test, {"ranker": subset_scorer(model, test)}, n=n, draws=args.draws,
@@ -340,7 +338,7 @@ def ratios_line(results: dict[str, dict]) -> str:
     """The last line: RM (base) against the ListRanker (RM (small) when RM (base) was skipped)."""
     ranker = results["list_ranker"]
     rm_name = "rm_base" if "rm_base" in results else "rm_small"
-    rm, label = results[rm_name], METHODS[rm_name][0]
+    rm, label = results[rm_name], method_label(rm_name)
     line = (f"ratios: {label} scoring / ranker scoring = {ratio_text(rm['score_seconds_per_prompt'], ranker['score_seconds_per_prompt'])}; "
             f"{label} training / ranker training = {ratio_text(rm['train_seconds'], ranker['train_seconds'])}")
     return line if rm_name == "rm_base" else line + " (RM (base) skipped)"
@@ -360,7 +358,7 @@ def run_benchmark(args, argv: list[str]) -> None:
         for method in methods:
             started = time.perf_counter()
             results[method] = run_child(argv, method, Path(scratch))
-            print(f"{METHODS[method][0]}: done in {time.perf_counter() - started:.0f} s", flush=True)
+            print(f"{method_label(method)}: done in {time.perf_counter() - started:.0f} s", flush=True)
     scores = {method: torch.tensor(result["scores"]) for method, result in results.items() if "accuracy_by_n" not in result}
     accuracy = evaluate_selection(test, scores, n=args.n, draws=args.draws, seed=args.seed)
     for method, result in results.items():
@@ -368,11 +366,15 @@ def run_benchmark(args, argv: list[str]) -> None:
             accuracy[method] = result["accuracy_by_n"][str(args.n)]
 
     rows = []
-    for method, result in results.items():
-        rows.append({"method": METHODS[method][0], **{k: result[k] for k in CSV_COLUMNS[1:7]}, "accuracy": round(accuracy[method], 6)})
-    for name, label in BASELINES.items():
-        rows.append({"method": label, "trainable_params": 0, "loaded_params": 0, "train_seconds": 0.0,
-                     "score_seconds_per_prompt": 0.0, "peak_rss_mb": math.nan, "rss_increase_mb": math.nan, "accuracy": round(accuracy[name], 6)})
+    for method in display_order([*results, *BASELINES]):
+        if method in results:
+            result = results[method]
+            rows.append({"method": method_label(method), **{k: result[k] for k in CSV_COLUMNS[1:7]},
+                         "accuracy": round(accuracy[method], 6)})
+        else:
+            rows.append({"method": method_label(method), "trainable_params": 0, "loaded_params": 0, "train_seconds": 0.0,
+                         "score_seconds_per_prompt": 0.0, "peak_rss_mb": math.nan, "rss_increase_mb": math.nan,
+                         "accuracy": round(accuracy[method], 6)})
     frame = pd.DataFrame(rows).assign(n=args.n, train_prompts=len(train.problems), test_prompts=len(test.problems), machine=machine_text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -389,7 +391,7 @@ def run_benchmark(args, argv: list[str]) -> None:
               for method, result in results.items() for n, value in result.get("accuracy_by_n", {}).items()]
     pd.DataFrame(curve).to_csv(out.with_name(out.stem + "_scaling.csv"), index=False)
 
-    extra = {label: forward for label, forward in METHODS.values()}
+    extra = {method_label(method): forward for method, forward in METHODS.items()}
     shown = pd.DataFrame({
         "method": frame.method,
         "trainable params": frame.trainable_params.map(human_count),
@@ -406,7 +408,7 @@ def run_benchmark(args, argv: list[str]) -> None:
     print("\n* plus the base model, which is loaded anyway to generate the candidates; the rankers need no forward pass of it.")
     print(f"peak RSS: a fresh process per method, while it trains and scores; RSS increase: that peak minus the RSS "
           f"after loading the stores (RM (base) includes loading the base LLM). An idle interpreter with torch: {idle['rss_mb']:.0f} MB.")
-    weights = {METHODS[m][0]: {k: round(v, 3) for k, v in r["fusion_weights"].items()} for m, r in results.items() if "fusion_weights" in r}
+    weights = {method_label(m): {k: round(v, 3) for k, v in r["fusion_weights"].items()} for m, r in results.items() if "fusion_weights" in r}
     print(f"rankers: {'hidden states only (--no-fusion)' if args.no_fusion else 'library default'}; "
           f"fusion weights {weights} ({{'ranker': 1.0}} = hidden states only)")
     print(f"train: {len(train.problems)} prompts x N={train.num_candidates}; held-out: {len(test.problems)} prompts; "

@@ -78,7 +78,8 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from ranker.core.file_io import clear_write_errors
+from ranker.core.file_io import atomic_file, clear_write_errors
+from ranker.core.tensors import storage_dtype
 from ranker.rankers.preferences import ALL_BAD, TIE, Preference
 from ranker.tasks.voting import response_keys
 
@@ -88,7 +89,6 @@ SKIP = "skip"
 DEFAULT_PROFILE = "default"  # a request recorded without a profile belongs to this one
 CHOICE_WORDS = (TIE, ALL_BAD, SKIP)
 GRADE_VALUES = (-1, 1, 2, 3, 4, 5)  # thumbs down / up, or 1..5 stars
-FLOAT16_MAX = 65504.0
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Limits on what one call may store: far above what the app sends, low enough that a hostile
 # caller or file cannot make one row unreasonably large.
@@ -295,12 +295,6 @@ def _float_list(name: str, values: Any, n: int, optional: bool = False) -> list[
     return out
 
 
-def _feature_dtype(*features: Tensor) -> str:
-    """float16, or float32 when a value would overflow float16 (as `ranker.capture.feature_store` does)."""
-    overflow = max(f.abs().max().item() for f in features) >= FLOAT16_MAX
-    return "float32" if overflow else "float16"
-
-
 def _features_to_bytes(features: Tensor, dtype: str) -> bytes:
     return features.detach().cpu().float().numpy().astype(dtype).tobytes()
 
@@ -382,7 +376,7 @@ def _validated_request(
     finish = [str(f) for f in finish_reasons]
     if len(finish) != n or any(len(f) > 64 for f in finish):
         raise ValueError(f"finish_reasons must have one entry of at most 64 characters per candidate ({n}), got {finish!r:.200}")
-    dtype = _feature_dtype(instruction, responses)
+    dtype = str(storage_dtype(instruction, responses)).removeprefix("torch.")  # "float16" or "float32", for numpy
     try:
         fingerprint_text = json.dumps(fingerprint, allow_nan=False)
     except (TypeError, ValueError) as error:
@@ -785,14 +779,8 @@ class LabelStore:
         info = {"format": EXPORT_FORMAT, "schema_version": SCHEMA_VERSION, "annotators": HASHED if hash_annotators else PLAIN}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), EXPORT_METADATA_KEY: json.dumps(info).encode()})
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
+        with atomic_file(path, mode=0o600) as temp:  # it may hold plain annotator ids: owner only, as the store
             pq.write_table(table, temp)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
         return path
 
     def to_dataset(self, hash_annotators: bool = True):

@@ -1,7 +1,7 @@
 """`RankerRegistry`: numbered ranker checkpoints per profile, and which one is live.
 
 Layout under `root`:
-    registry.json                      index of every version (written to a temp file, then os.replace)
+    registry.json                      index of every version (written atomically: ranker.core.file_io.atomic_write)
     <profile>/v0001/                   a checkpoint folder (model.safetensors, card.json[, extra.safetensors]) + entry.json
     <profile>/v0002/ ...
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import threading
@@ -34,8 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ranker.capture.fingerprint import FeatureFingerprint
+from ranker.core.cards import json_bytes, read_json
 from ranker.core.file_io import atomic_folder, atomic_write, clear_write_errors, remove_stale_staging
-from ranker.rankers.checkpoint import _json_safe
 from ranker.rankers.estimator import LanguageRanker
 
 INDEX_NAME = "registry.json"
@@ -73,12 +72,9 @@ class RankerRegistry:
     def _read_index(self) -> dict:
         if not self.index_path.exists():
             return {"format": FORMAT, "format_version": FORMAT_VERSION, "profiles": {}}
-        try:
-            index = json.loads(self.index_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{self.index_path} is not a readable registry index: {error}") from error
-        if not isinstance(index, dict) or index.get("format") != FORMAT:
-            raise ValueError(f"{self.index_path} is not a ranker registry index (format {index.get('format') if isinstance(index, dict) else None!r})")
+        index = read_json(self.index_path, "registry index")
+        if index.get("format") != FORMAT:
+            raise ValueError(f"{self.index_path} is not a ranker registry index (format {index.get('format')!r})")
         if index.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{self.index_path} has format_version {index.get('format_version')!r}; only {FORMAT_VERSION} is supported")
         problem = _index_problem(index)
@@ -87,7 +83,7 @@ class RankerRegistry:
         return index
 
     def _write_index(self, index: dict) -> None:
-        atomic_write(self.index_path, (json.dumps(_json_safe(index), indent=2, allow_nan=False) + "\n").encode())
+        atomic_write(self.index_path, json_bytes(index))
 
     @contextlib.contextmanager
     def _writer(self) -> Iterator[None]:
@@ -158,7 +154,7 @@ class RankerRegistry:
             }
             with atomic_folder(self.root / profile / version) as staging:
                 ranker.save(staging)
-                (staging / ENTRY_NAME).write_text(json.dumps(_json_safe(entry), indent=2, allow_nan=False))
+                (staging / ENTRY_NAME).write_bytes(json_bytes(entry))
             record["versions"].append(entry)
             if promoted:
                 record["current"] = version
@@ -175,7 +171,7 @@ class RankerRegistry:
         return self.root / profile / version
 
     def load(self, version: str, profile: str = "default", expected_fingerprint: FeatureFingerprint | None = None) -> LanguageRanker:
-        """The ranker saved as `version` (its Platt calibration included, so `probabilities` works)."""
+        """The ranker saved as `version` (its calibration included, so `probability_correct` works)."""
         return LanguageRanker.load(self.path(version, profile), expected_fingerprint=expected_fingerprint)
 
     def rollback(self, profile: str = "default", to: str | None = None) -> str:

@@ -7,8 +7,9 @@
    same generation on the same side, so validation never sees training features.)
 2. A new ranker is fit on the task store's queries (`base_train`, verifiable labels) plus the
    training labels (`ranker.rankers.preferences.preferences_to_queries`: one-hot on the pick, all 0 for
-   "all_bad", ties dropped), seeded, then Platt-calibrated on the same candidates as
-   `ranker.rankers.store_training.train_on_store` does, so `ranker.evaluation.store_scores.probabilities` works.
+   "all_bad", ties dropped), seeded, and Platt-calibrated on its training candidates
+   (`fit(..., calibrate=True)`, as `ranker.rankers.store_training.train_on_store` does), so
+   `probability_correct` works.
 3. The new and the current ranker are validated on
    - `store_accuracy`: best-of-N accuracy on `val_store` (verifiable labels; all candidates, so
      the pick is deterministic), when a val_store is given;
@@ -45,21 +46,20 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
-import torch
 
 from labeling.label_store import DEFAULT_PROFILE, LabeledPreference, LabelStore
 from labeling.registry import RankerRegistry
 from labeling.trust import TaskVerifier, TrustConfig, filter_trusted
 from ranker.capture.feature_store import FeatureStore
 from ranker.capture.fingerprint import FeatureFingerprint, ModelFingerprint
+from ranker.core.seeding import seeded
+from ranker.evaluation.metrics import best_candidates
 from ranker.evaluation.selection import evaluate_selection
 from ranker.evaluation.store_scores import subset_scorer
-from ranker.rankers.calibration import fit_platt
 from ranker.rankers.estimator import TRAIN_PARAMS, LanguageRanker
 from ranker.rankers.preferences import preference_to_query, preferences_to_queries
-from ranker.rankers.store_training import store_queries
-from ranker.rankers.training import TrainConfig
-from ranker.rankers.training_groups import RankingQuery
+from ranker.rankers.train_config import TrainConfig
+from ranker.rankers.training_groups import store_queries
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def label_agreement(ranker: LanguageRanker, preferences: list[LabeledPreference]
     if not picks:
         return None
     scores = ranker.score_queries([preference_to_query(p) for p in picks])  # list of (K,)
-    return sum(int(s.argmax()) == int(p.choice) for s, p in zip(scores, picks)) / len(picks)
+    return sum(int(best_candidates(s)) == int(p.choice) for s, p in zip(scores, picks)) / len(picks)
 
 
 def validation_metrics(ranker: LanguageRanker, val_store: FeatureStore | None,
@@ -166,10 +166,19 @@ def _feature_fingerprint(base_train: FeatureStore | None, preferences: list[Labe
     if base_train is not None:
         return base_train.feature_fingerprint(layer)
     for p in preferences:
-        model = p.fingerprint.get("model", p.fingerprint)
-        if isinstance(model, dict) and {"model_id", "revision", "num_layers", "hidden_size"} <= set(model):
-            return FeatureFingerprint(ModelFingerprint.from_dict(model), layer)
+        model = _label_model(p)
+        if model is not None:
+            return FeatureFingerprint(model, layer)
     return None
+
+
+def _label_model(p: LabeledPreference) -> ModelFingerprint | None:
+    """The base model a label's features came from (its stored fingerprint), None when it records none readable."""
+    model = p.fingerprint.get("model", p.fingerprint)
+    try:
+        return ModelFingerprint.from_dict(model)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _compatible(p: LabeledPreference, layer: int, fingerprint: FeatureFingerprint | None, hidden_size: int | None) -> bool:
@@ -178,8 +187,8 @@ def _compatible(p: LabeledPreference, layer: int, fingerprint: FeatureFingerprin
         return False
     if fingerprint is None:
         return True
-    model = p.fingerprint.get("model", p.fingerprint)
-    return (model.get("model_id"), model.get("revision")) == (fingerprint.model.model_id, fingerprint.model.revision)
+    model = _label_model(p)
+    return model is not None and fingerprint.model.matches(model)
 
 
 def retrain_once(
@@ -226,12 +235,11 @@ def retrain_once(
     hyperparams = {"num_threads": None, **config.hyperparams, "seed": config.seed}
     if "steps" not in hyperparams and planned_steps(train_queries, config.kind, hyperparams) < config.min_steps:
         hyperparams["steps"] = config.min_steps
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        ranker = LanguageRanker(kind=config.kind, **hyperparams).fit(train_queries, fingerprint=fingerprint)
-    ranker.metrics_ = {"platt": list(_platt(ranker, train_queries))}
-    ranker.training_data_ = {"store_problems": len(base_train.problems) if base_train is not None else 0,
-                             "human_labels": len(train_labels), "layer": layer, "profile": profile}
+    about = {"store_problems": len(base_train.problems) if base_train is not None else 0,
+             "human_labels": len(train_labels), "layer": layer, "profile": profile}
+    with seeded(config.seed):
+        ranker = LanguageRanker(kind=config.kind, **hyperparams).fit(train_queries, fingerprint=fingerprint, calibrate=True,
+                                                                     training_data=about)
 
     metrics = validation_metrics(ranker, val_store, held_out)
     current_metrics = validation_metrics(current, val_store, held_out) if current is not None else None
@@ -252,13 +260,6 @@ def planned_steps(queries: list, kind: str, hyperparams: dict) -> int:
     else:
         groups = sum(1 if q.responses.shape[0] <= train.group_size else train.groups_per_query for q in queries)
     return train.epochs * math.ceil(groups / train.batch_size)
-
-
-def _platt(ranker: LanguageRanker, queries: list[RankingQuery]) -> tuple[float, float]:
-    """Platt (a, b) on the training candidates, as `ranker.rankers.store_training.train_on_store` fits it."""
-    scores = torch.cat(ranker.score_queries(queries))
-    labels = torch.cat([q.labels.float() for q in queries])
-    return fit_platt(scores, labels)
 
 
 class RetrainWorker:

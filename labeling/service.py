@@ -46,8 +46,8 @@ from labeling.retrain import RetrainConfig, RetrainJob, RetrainWorker, learning_
 from labeling.trust import TaskVerifier, TrustConfig
 from ranker.capture.base_model import BaseModel
 from ranker.capture.feature_store import FeatureStore
-from ranker.capture.fingerprint import FeatureFingerprint
 from ranker.rankers.estimator import LanguageRanker
+from ranker.rankers.shipped import load_compatible
 from ranker.serving.best_of_n import RankedCandidates, rank_prompt
 
 logger = logging.getLogger(__name__)
@@ -198,20 +198,16 @@ class RankerService:
         with self._lock:
             self._start_backup(backup)
             self.base = base
+            shipped, skipped = load_compatible(self.config.shipped_rankers, base.fingerprint)
             self.shipped.clear()
-            self.notes.clear()
-            for name, path in self.config.shipped_rankers.items():
-                try:
-                    card_layer = LanguageRanker.load(path).fingerprint_.layer
-                    self.shipped[name] = LanguageRanker.load(path, expected_fingerprint=FeatureFingerprint(base.fingerprint, card_layer))
-                    self.notes[name] = f"{name} (layer {card_layer})"
-                except (ValueError, OSError) as error:
-                    self.notes[name] = f"{name} unavailable: {error}"
+            self.shipped.update(shipped)
+            self.notes = {name: f"{name} (layer {shipped[name].fingerprint_.layer})" if name in shipped
+                          else f"{name} unavailable: {skipped[name]}" for name in self.config.shipped_rankers}
             self.rm, self.rm_note = load_reward_model(self.config.reward_model, base)
             task = self.config.task_data
             if train_store is None and task is not None and (task / "train" / "card.json").is_file():
                 train_store, val_store = FeatureStore.load(task / "train"), FeatureStore.load(task / "val")
-            if train_store is not None and train_store.model.revision != base.fingerprint.revision:
+            if train_store is not None and not train_store.model.matches(base.fingerprint):
                 train_store = val_store = None  # task features of another model cannot train this one
             problems = [p for store in (train_store, val_store) if store is not None for p in store.problems]
             self._job_setup = dict(config=self.config.retrain, base_train=train_store, val_store=val_store,

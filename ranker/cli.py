@@ -20,7 +20,6 @@ DEFAULT_FAMILIES = "arithmetic,word_problem,function_call,code,comparison,unit_c
 # difficulty (calibration: see the README's results section). function_call and unit_conversion
 # never did there, so they add no positive example to train on and no room for ranking.
 EXPERIMENT_FAMILIES = "arithmetic,word_problem,code,comparison,table_lookup"
-DEFAULT_RANKERS = {"list_ranker": "assets/rankers/default-list", "point_ranker": "assets/rankers/default-point"}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,12 +52,42 @@ def print_progress(label: str):
 # --- build ------------------------------------------------------------------------------------
 
 
-def load_problems(args) -> tuple[list, list]:
-    """(train, test) problems from --tasks-file or the --tasks families."""
-    from ranker.tasks import load_tasks_file, split, split_problems
+def parse_benchmark(text: str) -> tuple[str, str | None]:
+    """"gsm8k" -> ("gsm8k", None), None meaning the benchmark's default split; "mbpp:train" -> ("mbpp", "train")."""
+    from ranker.tasks import BENCHMARKS
 
-    if args.tasks_file:
-        problems = load_tasks_file(args.tasks_file)
+    name, _, split_name = text.partition(":")
+    if name not in BENCHMARKS:
+        raise argparse.ArgumentTypeError(f"unknown benchmark {name!r}; expected one of {sorted(BENCHMARKS)}, "
+                                         "optionally with :SPLIT (e.g. gsm8k:train)")
+    return name, split_name or None
+
+
+def load_problems(args) -> tuple[list, list]:
+    """(train, test) problems from --tasks-file, --benchmark or the --tasks families."""
+    from ranker.tasks import (
+        VERIFIABLE_CHECKERS,
+        load_benchmark,
+        load_tasks_file,
+        split,
+        split_problems,
+    )
+
+    benchmark = getattr(args, "benchmark", None)
+    if args.tasks_file or benchmark:
+        if args.tasks_file:
+            problems = load_tasks_file(args.tasks_file)
+        else:
+            name, split_name = benchmark
+            # The whole split, so that split_problems draws a random sample (the first rows of
+            # MATH are all algebra, for example).
+            problems = load_benchmark(name, split=split_name, data_files=args.benchmark_file)
+            if not problems:
+                raise ValueError(f"benchmark {name!r} gave no problems")
+            unlabelled = sorted({p.checker for p in problems} - set(VERIFIABLE_CHECKERS))
+            if unlabelled:
+                raise ValueError(f"benchmark {name!r} has no automatic checker (checker {unlabelled}), so build cannot "
+                                 "label its candidates; use it with preference or real-valued labels instead")
         n_test = min(args.n_test, len(problems))
         n_train = min(args.n_train, len(problems) - n_test)
         data = split_problems(problems, n_train, n_test, seed=args.seed)
@@ -114,8 +143,13 @@ def add_build(sub) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tasks", default=DEFAULT_FAMILIES, help=f"comma-separated task families (default: {DEFAULT_FAMILIES})")
     source.add_argument("--tasks-file", help="a JSONL file of your own problems: {prompt, answer, checker[, tests]} per line")
-    parser.add_argument("--n-train", type=int, default=200, help="training prompts per family, or from the file (default 200)")
-    parser.add_argument("--n-test", type=int, default=100, help="held-out prompts per family, or from the file (default 100)")
+    source.add_argument("--benchmark", type=parse_benchmark, metavar="NAME[:SPLIT]",
+                        help="a real benchmark through `datasets`: math, gsm8k, mbpp or xlam (dolly has no checker), "
+                        "default split test (xlam: train)")
+    parser.add_argument("--benchmark-file", help="with --benchmark: a local json/jsonl/parquet/csv file in the dataset's "
+                        "own columns, read instead of the Hugging Face Hub (for offline use)")
+    parser.add_argument("--n-train", type=int, default=200, help="training prompts per family, or from the file or benchmark (default 200)")
+    parser.add_argument("--n-test", type=int, default=100, help="held-out prompts per family, or from the file or benchmark (default 100)")
     parser.add_argument("--n", type=int, default=16, help="candidates per prompt (default 16)")
     parser.add_argument("--test-n", type=int, help="candidates per held-out prompt (default: --n); more lets the scaling law go further")
     parser.add_argument("--layers", type=parse_layers, default=[0.6], help="layer indices or depth fractions, comma-separated (default 0.6)")
@@ -140,7 +174,7 @@ def fusion_text(weights: dict[str, float]) -> str:
 def cmd_train(args) -> None:
     from ranker.capture.feature_store import FeatureStore
     from ranker.evaluation.selection import evaluate_selection
-    from ranker.evaluation.store_scores import correctness_metrics, score_store, subset_scorer
+    from ranker.evaluation.store_scores import correctness_metrics, subset_scorer
     from ranker.rankers.store_training import train_on_store
 
     store = FeatureStore.load(args.store)
@@ -158,10 +192,10 @@ def cmd_train(args) -> None:
                + (f", fused: {fusion_text(ranker.fusion_weights)}" if ranker.fused else "")
                + (f" (pooled over {ranker.fusion.num_clusters} instruction clusters)" if ranker.fusion.num_clusters > 1 else ""))
     if val_store is not None:
-        scores = score_store(ranker, val_store)
+        scores = ranker.score_store(val_store)
         accuracy = evaluate_selection(val_store, {"ranker": subset_scorer(ranker, val_store)})
-        quality = correctness_metrics(ranker, scores, val_store.labels())
-        ranker.metrics_.update(val_accuracy=accuracy, val_auroc=quality["auroc"], val_ece=quality["ece"])
+        quality = correctness_metrics(ranker.probability_correct(scores), scores, val_store.labels())
+        ranker.record_metrics(val_accuracy=accuracy, val_auroc=quality["auroc"], val_ece=quality["ece"])
         message += (f"; held-out best-of-{val_store.num_candidates} {accuracy['ranker']:.1%} (first sample "
                     f"{accuracy['first']:.1%}, oracle {accuracy['oracle']:.1%}), AUROC {quality['auroc']:.3f}")
     ranker.save(args.out)
@@ -195,35 +229,19 @@ def add_train(sub) -> None:
 # --- eval -------------------------------------------------------------------------------------
 
 
-def ranker_paths(paths: list[str] | None) -> dict[str, str]:
-    """Name -> checkpoint folder: the --ranker paths, else the shipped defaults that exist."""
-    if paths:
-        return {Path(p).name: p for p in paths}
-    return {name: str(REPO_ROOT / path) for name, path in DEFAULT_RANKERS.items() if (REPO_ROOT / path / "card.json").is_file()}
-
-
 def load_rankers(paths: list[str] | None, model) -> dict:
     """Named rankers, each checked against the base model (a ModelFingerprint) at its own layer.
 
-    Rankers named with --ranker must match (ValueError otherwise). The shipped defaults are
-    used only when they were trained on this model; otherwise they are skipped with a note.
+    Rankers named with --ranker must match (ValueError otherwise). The shipped rankers are used
+    only when they were trained on this model; otherwise they are skipped with a note.
     """
-    from ranker.capture.fingerprint import FeatureFingerprint
-    from ranker.rankers.estimator import LanguageRanker
+    from ranker.rankers.shipped import existing_shipped, load_compatible, load_for_model
 
-    rankers = {}
-    for name, path in ranker_paths(paths).items():
-        ranker = LanguageRanker.load(path)
-        if ranker.fingerprint_ is None:
-            raise ValueError(f"ranker {name!r} at {path} records no feature fingerprint; it cannot be checked against the store")
-        try:
-            ranker.fingerprint_.check_compatible(FeatureFingerprint(model, ranker.fingerprint_.layer), what=f"ranker {name!r}")
-        except ValueError as error:
-            if paths:
-                raise
-            print(f"note: skipping the shipped {name}: {error}", file=sys.stderr)
-            continue
-        rankers[name] = ranker
+    if paths:
+        return {Path(path).name: load_for_model(path, model) for path in paths}
+    rankers, skipped = load_compatible(existing_shipped(), model)
+    for name, reason in skipped.items():
+        print(f"note: skipping the shipped {name}: {reason}", file=sys.stderr)
     return rankers
 
 
@@ -249,11 +267,11 @@ def load_reward_models(paths: list[str] | None, store, model_name: str | None) -
 def format_table(result: dict, n: int, prompts: int) -> str:
     import pandas as pd
 
-    order = ["oracle", "list_ranker", "point_ranker", "beam_search", "max_logprob", "majority", "first", "random", "per_sample"]
+    from ranker.evaluation.methods import display_order
+
     accuracy = result["accuracy"]
-    names = [m for m in order if m in accuracy] + sorted(m for m in accuracy if m not in order)
     rows = []
-    for name in names:
+    for name in display_order(accuracy):
         quality = result["correctness"].get(name, {})
         rows.append({"method": name, "accuracy": f"{accuracy[name]:.1%}",
                      "AUROC": f"{quality['auroc']:.3f}" if quality else "",
@@ -268,8 +286,7 @@ def beam_accuracy(store, args) -> float:
     from ranker.tasks import check
 
     base = load_base_model(args.model)
-    if base.fingerprint != store.model:
-        raise ValueError(f"--beam needs the store's base model {store.model.model_id}, but {base.fingerprint.model_id} was loaded")
+    store.model.check_compatible(base.fingerprint, what="beam search on this store (--beam)")
     texts = beam_search(base, [p.prompt for p in store.problems], num_beams=args.beam, max_new_tokens=store.sampling.max_new_tokens)
     return sum(check(problem, text) for problem, text in zip(store.problems, texts)) / len(texts)
 
@@ -345,7 +362,7 @@ def cmd_experiment(args) -> None:
     if not (store_dir / "train" / "card.json").is_file() or not (store_dir / "test" / "card.json").is_file():
         print(f"no feature stores in {store_dir}: building them first", file=sys.stderr)
         build_args = argparse.Namespace(
-            tasks=args.tasks, tasks_file=None, n_train=args.n_train, n_test=args.n_test, n=args.n, test_n=args.test_n,
+            tasks=args.tasks, tasks_file=None, benchmark=None, benchmark_file=None, n_train=args.n_train, n_test=args.n_test, n=args.n, test_n=args.test_n,
             layers=parse_layers(ABLATION_LAYERS), temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens,
             prompts_per_call=max(1, 128 // args.n), seed=0, model=args.model, out=str(store_dir),
         )
@@ -364,7 +381,7 @@ def cmd_experiment(args) -> None:
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     runs = {
         "families": lambda: experiments.family_table(train, test),
-        "main": lambda: experiments.main_table(train, test, layer, seeds, log),
+        "main": lambda: experiments.main_table(train, test, layer, seeds, log, shipped=shipped_rankers(test, log) if args.shipped else None),
         "scaling": lambda: experiments.scaling_law(train, test, layer, seeds, log=log),
         "layers": lambda: experiments.layer_ablation(train, test, seeds, log=log),
         "blocks": lambda: experiments.block_ablation(train, test, layer, seeds, log=log),
@@ -386,6 +403,28 @@ def cmd_experiment(args) -> None:
             print("ranker training time on CPU (median): " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
 
 
+def shipped_rankers(store, log) -> dict:
+    """The shipped rankers that can score `store`: trained on its base model, at a layer it recorded."""
+    from ranker.rankers.shipped import existing_shipped, load_compatible
+
+    rankers, skipped = load_compatible(existing_shipped(), store.model)
+    for name, ranker in list(rankers.items()):
+        if ranker.fingerprint_.layer not in store.layers:
+            skipped[name] = f"it reads layer {ranker.fingerprint_.layer}, which the store did not record {list(store.layers)}"
+            del rankers[name]
+    for name, reason in skipped.items():
+        log(f"note: the main table leaves out the shipped {name}: {reason}")
+    return rankers
+
+
+def parse_layer(text: str) -> int | float:
+    """One layer: "18" -> index 18, "0.6" -> fraction of depth 0.6."""
+    values = parse_layers(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"one layer expected (an index or a fraction), got {text!r}")
+    return values[0]
+
+
 def add_experiment(sub) -> None:
     parser = sub.add_parser("experiment", help="reproduce the paper's analyses and write tidy results files",
                             description="Run the scaling law, layer and block ablations, cross-task transfer, "
@@ -397,7 +436,11 @@ def add_experiment(sub) -> None:
     parser.add_argument("--out", default="assets/results", help="where the CSV files go (default assets/results)")
     parser.add_argument("--which", default="all", help=f"comma-separated subset of {', '.join(EXPERIMENTS)} (default all)")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per setting (default 3)")
-    parser.add_argument("--layer", type=float, default=0.6, help="depth fraction of the main layer (default 0.6)")
+    parser.add_argument("--layer", type=parse_layer, default=0.6,
+                        help="main layer: a hidden_states index (18) or a depth fraction (0.6, the default)")
+    parser.add_argument("--shipped", action="store_true",
+                        help="main table: also score the shipped rankers (assets/rankers) on the same draws, "
+                        "when they were trained on the store's base model at a layer it recorded")
     parser.add_argument("--tasks", default=EXPERIMENT_FAMILIES, help=f"families for the build, when it is needed (default {EXPERIMENT_FAMILIES})")
     parser.add_argument("--n-train", type=int, default=120, help="training prompts per family for the build (default 120)")
     parser.add_argument("--n-test", type=int, default=30, help="held-out prompts per family for the build (default 30)")
@@ -454,8 +497,7 @@ def cmd_train_rm(args) -> None:
         from ranker.capture.base_model import load_base_model
 
         base = load_base_model(args.model)
-        if base.fingerprint != store.model:
-            raise ValueError(f"RM (base) must be the store's base model {store.model.model_id}, not {base.fingerprint.model_id}")
+        store.model.check_compatible(base.fingerprint, what=f"RM (base) on the store {args.store}")
         rm = BaseRewardModel(base, **hyperparams)
     else:
         rm = SmallRewardModel(**({"encoder": args.encoder} if args.encoder else {}), **hyperparams)
@@ -465,7 +507,7 @@ def cmd_train_rm(args) -> None:
     if args.val_store:
         val = FeatureStore.load(args.val_store)
         accuracy = evaluate_selection(val, {"rm": rm.score_store(val)})
-        rm.metrics_["val_accuracy"] = accuracy
+        rm.record_metrics(val_accuracy=accuracy)
         message += f"; held-out best-of-{val.num_candidates} {accuracy['rm']:.1%} (first sample {accuracy['first']:.1%})"
     rm.save(args.out)
     print(message)

@@ -4,7 +4,7 @@ Built once by sampling (`ranker.capture.store_builder`), then read many times by
 the experiments, so that no experiment re-runs the LLM. On disk, a folder:
 
 - `features.safetensors`: `instruction` (P, L, H) and `responses` (P, N, L, H), float16
-  (float32 if a value would overflow float16), L = number of recorded layers;
+  (float32 if a value would overflow float16: `ranker.core.tensors.storage_dtype`), L = number of recorded layers;
 - `candidates.parquet`: one row per (problem, candidate): text, finish reason, length,
   log-probs, `correct` (the checker's label) and `vote_key` (for majority vote);
 - `problems.jsonl`: the problems (prompt, answer, checker, tests, family);
@@ -27,11 +27,10 @@ from safetensors.torch import save_file
 import ranker
 from ranker.capture.fingerprint import FeatureFingerprint, ModelFingerprint
 from ranker.capture.sampling import SamplingConfig
+from ranker.core.cards import read_json, read_tensors
 from ranker.core.file_io import atomic_folder
-from ranker.rankers.checkpoint import read_json, read_tensors
+from ranker.core.tensors import storage_dtype
 from ranker.tasks import Problem
-
-FLOAT16_MAX = 65504.0
 
 
 @dataclass
@@ -151,8 +150,7 @@ class FeatureStore:
         """Write the store folder atomically (a crash never leaves half a store)."""
         target = Path(path)
         with atomic_folder(target) as staging:
-            overflow = max(self.instruction.abs().max().item(), self.responses.abs().max().item()) >= FLOAT16_MAX
-            dtype = torch.float32 if overflow else torch.float16
+            dtype = storage_dtype(self.instruction, self.responses)
             save_file(
                 {"instruction": self.instruction.to(dtype).contiguous(), "responses": self.responses.to(dtype).contiguous()},
                 staging / "features.safetensors",

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ranker.capture.base_model import BaseModel
 from ranker.capture.hidden_states import LastPositionRecorder, decoder_of, resolve_layers
+from ranker.core.seeding import seeded
 
 
 @dataclass
@@ -74,7 +75,6 @@ class SampleResult:
     candidates: list[Candidate]
     config: SamplingConfig
     generation_seconds: float = 0.0  # wall time of the batch this prompt was sampled in
-    extra: dict = field(default_factory=dict)
 
     def features(self, layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(instruction (H,), responses (N, H)) at one of the recorded layers (default: the first)."""
@@ -196,9 +196,7 @@ def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
 
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[base.device] if base.device.type == "cuda" else []), recorder:
-        if config.seed is not None:
-            torch.manual_seed(config.seed)
+    with seeded(config.seed, base.device), recorder:
         # Rows b*n .. b*n+n-1 are prompt b's candidates. Expanding here rather than with
         # num_return_sequences lets greedy decoding (which refuses that option) share the path.
         output = model.generate(

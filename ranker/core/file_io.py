@@ -167,28 +167,41 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
     fsync_folder(target.parent)
 
 
-def atomic_write(target: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to the file `target` through a synced temporary file and a rename; returns `target`."""
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary file path next to `target` for the block to write; on success it replaces `target`.
+
+    For writers that want a path rather than bytes (pyarrow's `write_table`, `safetensors.save_file`).
+    The file gets permissions `mode` (0o600 for private data) and is synced before the rename, the
+    folder after; on any error the temporary file is removed, `target` is untouched, and a read-only
+    or full disk raises the clear OSError of `write_error`.
+    """
     target = Path(target)
     with clear_write_errors(target):
         handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=STAGING_SUFFIX, dir=target.parent)
+        os.close(handle)
     try:
         with clear_write_errors(target):
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-                file.flush()
+            yield Path(temp)
+            with open(temp, "rb") as file:
                 os.fsync(file.fileno())
-            os.chmod(temp, 0o644)  # mkstemp makes it private
+            os.chmod(temp, mode)  # mkstemp makes it private (0o600)
             os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     fsync_folder(target.parent)
-    return target
+
+
+def atomic_write(target: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to the file `target` through a synced temporary file and a rename; returns `target`."""
+    with atomic_file(target) as temp:
+        temp.write_bytes(data)
+    return Path(target)
 
 
 def stale_staging(folder: str | os.PathLike) -> list[Path]:
-    """Staging entries that `atomic_folder`/`atomic_write` left in `folder` when a process died mid-write."""
+    """Staging entries that `atomic_folder`/`atomic_file` left in `folder` when a process died mid-write."""
     folder = Path(folder)
     if not folder.is_dir():
         return []

@@ -18,6 +18,18 @@ import torch
 from torch import Tensor
 
 
+def best_candidates(scores: Tensor) -> Tensor:
+    """The best-of-N pick: index of the highest score along the last axis, the first one on ties.
+
+    (K,) -> a 0-d int64 tensor (use int()); (P, K) -> (P,). The one selection rule of every
+    scorer (rankers, reward models, fused scores): `torch.argmax` returns the first maximum.
+    """
+    scores = torch.as_tensor(scores)
+    if scores.dim() == 0 or scores.shape[-1] == 0:
+        raise ValueError(f"need at least one candidate score along the last axis, got shape {tuple(scores.shape)}")
+    return torch.argmax(scores, dim=-1)
+
+
 def selection_accuracy(selected: Sequence[int], labels: Sequence[Tensor]) -> float:
     """Mean of labels[q][selected[q]] over queries."""
     if len(selected) != len(labels):
@@ -29,7 +41,7 @@ def selection_accuracy(selected: Sequence[int], labels: Sequence[Tensor]) -> flo
 
 def best_of_n_accuracy(scores: Sequence[Tensor], labels: Sequence[Tensor]) -> float:
     """Accuracy of picking each query's highest-scoring candidate (first one on ties)."""
-    return selection_accuracy([int(torch.argmax(s)) for s in scores], labels)
+    return selection_accuracy([int(best_candidates(s)) for s in scores], labels)
 
 
 def random_accuracy(labels: Sequence[Tensor]) -> float:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ranker.capture.feature_store import FeatureStore
+from ranker.evaluation.metrics import best_candidates
 
 
 def select_majority(vote_keys: list) -> int:
@@ -94,7 +95,7 @@ def evaluate_selection(
             subset_scores = np.asarray(torch.as_tensor(value(index)).float()) if callable(value) else value[rows, index]
             if subset_scores.shape != index.shape:
                 raise ValueError(f"scorer {name!r} returned shape {subset_scores.shape} for {index.shape} candidates")
-            picks[name] = subset_scores.argmax(axis=1)
+            picks[name] = best_candidates(torch.as_tensor(subset_scores)).numpy()
         for name, pick in picks.items():
             totals[name] = totals.get(name, 0.0) + float(picked_labels[np.arange(num_problems), pick].mean())
         totals["oracle"] = totals.get("oracle", 0.0) + float(picked_labels.max(axis=1).mean())

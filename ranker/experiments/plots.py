@@ -13,12 +13,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-METHOD_LABELS = {
-    "oracle": "oracle (any correct)", "list_ranker": "ListRanker", "point_ranker": "PointRanker",
-    "list_ranker_hidden": "ListRanker, hidden states only", "point_ranker_hidden": "PointRanker, hidden states only",
-    "rm_base": "RM (base, LoRA)", "rm_small": "RM (small, MiniLM)",
-    "max_logprob": "max mean log-prob", "majority": "majority vote", "first": "first sample", "random": "random",
-}
+from ranker.evaluation.methods import display_order, method_label
 
 
 def _mean_std(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -27,12 +22,13 @@ def _mean_std(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def scaling_figure(scaling: pd.DataFrame) -> go.Figure:
     """Accuracy vs number of candidates N, one line per method (mean +- std over seeds)."""
-    data = _mean_std(scaling[scaling.method.isin(METHOD_LABELS)], ["method", "n"])
+    methods = display_order(scaling.method, selectors_only=True)
+    data = _mean_std(scaling[scaling.method.isin(methods)], ["method", "n"])
     figure = go.Figure()
-    for method, label in METHOD_LABELS.items():
+    for method in methods:
         rows = data[data.method == method]
-        if len(rows):
-            figure.add_trace(go.Scatter(x=rows.n, y=rows["mean"], error_y=dict(array=rows["std"]), mode="lines+markers", name=label))
+        figure.add_trace(go.Scatter(x=rows.n, y=rows["mean"], error_y=dict(array=rows["std"]), mode="lines+markers",
+                                    name=method_label(method)))
     figure.update_layout(title="Scaling law: best-of-N accuracy vs N", xaxis=dict(title="candidates N", type="log", dtick=0.30103),
                          yaxis=dict(title="accuracy", tickformat=".0%"), template="plotly_white")
     return figure

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ranker.experiments.plots import METHOD_LABELS
-
-ORDER = ["oracle", "list_ranker", "point_ranker", "list_ranker_hidden", "point_ranker_hidden", "max_logprob", "majority",
-         "first", "random"]
+from ranker.evaluation.methods import display_order, method_label
 
 
 def _percent(value: float) -> str:
@@ -24,9 +21,9 @@ def main_markdown(main: pd.DataFrame) -> str:
     seeds = main.seed.nunique()
     lines = ["| method | " + " | ".join(families) + f" | all (mean ± std, {seeds} seeds) |",
              "|---" * (len(families) + 2) + "|"]
-    for method in [m for m in ORDER if m in means.index]:
+    for method in display_order(means.index, selectors_only=True):
         row = [_percent(means.loc[method, f]) for f in families]
-        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(row)
+        lines.append(f"| {method_label(method)} | " + " | ".join(row)
                      + f" | {_percent(means.loc[method, 'all'])} ± {_percent(spread.get(method, 0.0))} |")
     return "\n".join(lines)
 

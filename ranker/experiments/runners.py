@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ranker.capture.feature_store import FeatureStore
 from ranker.evaluation.selection import evaluate_selection
 from ranker.evaluation.store_scores import subset_scorer
+from ranker.rankers.estimator import LanguageRanker
 from ranker.rankers.store_training import train_on_store
 
 Log = Callable[[str], None]
@@ -45,11 +46,14 @@ def family_table(train: FeatureStore, test: FeatureStore) -> list[dict]:
     return rows
 
 
-def main_table(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int], log: Log = _quiet) -> list[dict]:
+def main_table(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int], log: Log = _quiet,
+               shipped: Mapping[str, LanguageRanker] | None = None) -> list[dict]:
     """Best-of-16 accuracy, per family and overall, for rankers and baselines.
 
     `list_ranker` / `point_ranker` are the shipped configuration (hidden states fused with the mean
     log-prob and the vote share, ranker.rankers.fusion); `*_hidden` are the paper's hidden-state-only rankers.
+    `shipped`: already fitted rankers (name -> ranker, which must read features `test` holds), scored
+    as `shipped_<name>` on the same draws; they do not change the other rows.
     """
     rows = []
     families = sorted(set(test.families))
@@ -58,6 +62,7 @@ def main_table(train: FeatureStore, test: FeatureStore, layer: int, seeds: Seque
         for kind in ("list", "point"):
             rankers[f"{kind}_ranker"] = train_on_store(train, layer, kind=kind, seed=seed)
             rankers[f"{kind}_ranker_hidden"] = train_on_store(train, layer, kind=kind, seed=seed, fusion=False)
+        rankers.update({f"shipped_{name}": ranker for name, ranker in (shipped or {}).items()})
         for family in families + ["all"]:
             index = [i for i, f in enumerate(test.families) if family in ("all", f)]
             accuracy = _accuracy(test.subset(index), rankers, seed=seed)
@@ -154,16 +159,16 @@ def ship_default_rankers(train: FeatureStore, test: FeatureStore, layer: int, ou
     """Train the default List and Point rankers (seed 0) and save them with their held-out numbers."""
     from pathlib import Path
 
-    from ranker.evaluation.store_scores import correctness_metrics, score_store
+    from ranker.evaluation.store_scores import correctness_metrics
 
     rows = []
     for kind in ("list", "point"):
         ranker = train_on_store(train, layer, kind=kind, seed=0)
-        scores = score_store(ranker, test)  # all N candidates at once, for AUROC and ECE
+        scores = ranker.score_store(test)  # all N candidates at once, for AUROC and ECE
         accuracy = _accuracy(test, {"ranker": ranker}, seed=0)
-        quality = correctness_metrics(ranker, scores, test.labels())
+        quality = correctness_metrics(ranker.probability_correct(scores), scores, test.labels())
         n = min(MAIN_N, test.num_candidates)
-        ranker.metrics_.update(held_out={"prompts": len(test.problems), "n": n, "accuracy": accuracy, **quality})
+        ranker.record_metrics(held_out={"prompts": len(test.problems), "n": n, "accuracy": accuracy, **quality})
         path = Path(out_dir) / f"default-{kind}"
         ranker.save(path)
         rows.append({"kind": kind, "path": str(path), "accuracy": accuracy["ranker"], "first": accuracy["first"],

@@ -52,6 +52,5 @@ def bootstrap_ranker(base: BaseModel, config: BootstrapConfig | None = None, pro
     sampling = SamplingConfig(num_candidates=config.num_candidates, max_new_tokens=config.max_new_tokens, seed=config.seed)
     store = build_store(base, problems, sampling, config.layer, prompts_per_call=max(1, 128 // config.num_candidates),
                         progress=progress, lane=lane)
-    ranker = train_on_store(store, store.layers[0], kind=config.kind, seed=config.seed)
-    ranker.training_data_["bootstrap"] = asdict(config)
-    return ranker
+    return train_on_store(store, store.layers[0], kind=config.kind, seed=config.seed,
+                          training_data={"bootstrap": asdict(config)})

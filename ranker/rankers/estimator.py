@@ -1,14 +1,20 @@
 """`LanguageRanker`: the scikit-learn-style front door to models, training and checkpoints.
 
-    ranker = LanguageRanker(kind="list", epochs=5).fit(train_queries, val_queries, fingerprint=fp)
+    ranker = LanguageRanker(kind="list", epochs=5).fit(train_queries, val_queries, fingerprint=fp, calibrate=True)
     best = ranker.select(instruction, responses)          # index of the best candidate
+    ranker.probability_correct(ranker.score(instruction, responses))   # calibrated P(correct) per candidate
     ranker.save("rankers/math")
     ranker = LanguageRanker.load("rankers/math", expected_fingerprint=fp)
 
 Hyperparameters are the fields of `RankerConfig` (except `hidden_size`, read from the data) and of
-`TrainConfig`. `__init__` only stores them; `fit` validates them (by building both configs) and sets
-the fitted attributes `model_`, `ranker_config_`, `train_config_`, `train_result_`, `fingerprint_`,
-`n_features_in_`, `fusion_` (ranker.rankers.fusion.Fusion) and `fusion_report_`.
+`TrainConfig`, and the fusion settings (`FusionConfig`, under the names of
+`ranker.rankers.fusion.FUSION_HYPERPARAMS`: fusion, fusion_folds, ...). `__init__` only stores them;
+`fit` validates them (by building the configs) and sets the fitted attributes `model_`,
+`ranker_config_`, `train_config_`, `fusion_config_`, `train_result_`, `fingerprint_`,
+`n_features_in_`, `fusion_` (ranker.rankers.fusion.Fusion), `fusion_report_`, `calibration_`
+(ranker.rankers.calibration.PlattCalibration, or None), `training_data_` and `metrics_` (what the
+card will record), and `fit_seconds_`. Only the estimator writes them: callers add to the card
+through `fit(..., training_data=...)` and `record_metrics(...)`.
 
 Score fusion (`ranker.rankers.fusion`): when `fusion` is on (the default) and the training queries carry
 `mean_logprob` and/or `vote_keys`, `fit` also cross-fits weights and every score becomes
@@ -17,6 +23,9 @@ candidates' mean log-probs, their answer keys). The weights a, b, c depend on th
 cluster (k-means on the training instructions, the number of clusters cross-validated; see
 `ranker.rankers.fusion.Fusion`). `fused == False` is the hidden-state ranker alone (the paper's ranker;
 `fusion=False` forces it).
+
+Calibration (`ranker.rankers.calibration`): `fit(..., calibrate=True)` fits Platt scaling on the
+(fused) scores from `calibration_source`; `probability_correct(scores)` applies it.
 
 `predict_proba(instruction, responses) -> (K,)`:
 - pointwise binary (kind="point", loss bce): sigmoid(s_k), each candidate's own probability of being
@@ -34,28 +43,38 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import fields
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ranker.capture.fingerprint import FeatureFingerprint
-from ranker.evaluation.metrics import RankingMetrics, ranking_metrics
-from ranker.rankers.checkpoint import load_checkpoint, load_extra_tensors, save_checkpoint
-from ranker.rankers.fusion import RANKER_ONLY, Fusion, fit_fusion, fold_indices, fuse, query_signals
-from ranker.rankers.networks import Ranker, RankerConfig, build_ranker
-from ranker.rankers.training import (
-    TrainConfig,
-    TrainProgress,
-    TrainResult,
-    resolve_loss,
-    score_queries,
-    train_ranker,
+from ranker.core.seeding import seeded
+from ranker.core.training_loop import TrainProgress, TrainResult
+from ranker.evaluation.metrics import RankingMetrics, best_candidates, ranking_metrics
+from ranker.rankers.calibration import CALIBRATION_SOURCES, PlattCalibration, fit_calibration
+from ranker.rankers.checkpoint import RankerCard, load_checkpoint, save_checkpoint
+from ranker.rankers.fusion import (
+    FUSION_HYPERPARAMS,
+    RANKER_ONLY,
+    Fusion,
+    FusionConfig,
+    fit_fusion,
+    fold_indices,
+    fuse,
+    query_signals,
 )
-from ranker.rankers.training_groups import QueryLike
+from ranker.rankers.networks import Ranker, RankerConfig, build_ranker
+from ranker.rankers.train_config import TrainConfig
+from ranker.rankers.training import resolve_loss, score_queries, train_ranker
+from ranker.rankers.training_groups import QueryLike, store_queries
+
+if TYPE_CHECKING:  # only a type here: importing the store would load the base-model code for every ranker user
+    from ranker.capture.feature_store import FeatureStore
 
 RANKER_PARAMS = tuple(f.name for f in fields(RankerConfig) if f.name not in ("kind", "hidden_size"))
 TRAIN_PARAMS = tuple(f.name for f in fields(TrainConfig))
+FUSION_PARAMS = tuple(FUSION_HYPERPARAMS)
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -66,11 +85,10 @@ class LanguageRanker:
     """Pick the best of K sampled responses from the base model's hidden states."""
 
     def __init__(self, kind: str = "list", **hyperparams):
-        unknown = set(hyperparams) - set(RANKER_PARAMS) - set(TRAIN_PARAMS)
+        unknown = set(hyperparams) - set(RANKER_PARAMS) - set(TRAIN_PARAMS) - set(FUSION_PARAMS)
         if unknown:
-            raise ValueError(
-                f"unknown hyperparameters {sorted(unknown)}; accepted: kind, {', '.join(RANKER_PARAMS + TRAIN_PARAMS)}"
-            )
+            raise ValueError(f"unknown hyperparameters {sorted(unknown)}; accepted: kind, "
+                             f"{', '.join(RANKER_PARAMS + TRAIN_PARAMS + FUSION_PARAMS)}")
         self.kind = kind
         self.hyperparams = dict(hyperparams)
 
@@ -88,10 +106,11 @@ class LanguageRanker:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"LanguageRanker({args})"
 
-    def _configs(self, hidden_size: int) -> tuple[RankerConfig, TrainConfig]:
+    def _configs(self, hidden_size: int) -> tuple[RankerConfig, TrainConfig, FusionConfig]:
         ranker_args = {k: v for k, v in self.hyperparams.items() if k in RANKER_PARAMS}
         train_args = {k: v for k, v in self.hyperparams.items() if k in TRAIN_PARAMS}
-        return RankerConfig(kind=self.kind, hidden_size=hidden_size, **ranker_args), TrainConfig(**train_args)
+        return (RankerConfig(kind=self.kind, hidden_size=hidden_size, **ranker_args), TrainConfig(**train_args),
+                FusionConfig.from_hyperparams(self.hyperparams))
 
     def _check_fitted(self) -> Ranker:
         if getattr(self, "model_", None) is None:
@@ -108,11 +127,19 @@ class LanguageRanker:
         val_queries: Sequence[QueryLike] | None = None,
         fingerprint: FeatureFingerprint | None = None,
         progress: Callable[[TrainProgress], None] | str | None = None,
+        *,
+        calibrate: bool = False,
+        calibration_source: str = "training",
+        training_data: dict | None = None,
     ) -> "LanguageRanker":
-        """Build a fresh ranker and train it on `queries`. Returns self.
+        """Build a fresh ranker and train it on `queries` (then fusion, then calibration). Returns self.
 
         fingerprint: identifies the base model and layer the features came from; stored in
         checkpoints so that loading can refuse features from anything else.
+        calibrate: also fit Platt scaling (binary labels only) on the scores from `calibration_source`
+        (one of CALIBRATION_SOURCES; "training": the fitted ranker's scores on `queries`).
+        training_data: the caller's description of the data (e.g. the store and layer), recorded in
+        the card beside the counts that training computes.
         """
         if len(queries) == 0:
             raise ValueError("fit needs at least one query, got none")
@@ -122,39 +149,62 @@ class LanguageRanker:
                 f"features have hidden size {hidden_size}, "
                 f"but the fingerprint's model has {fingerprint.model.hidden_size}"
             )
-        ranker_config, train_config = self._configs(hidden_size)
-        # The model's initial weights come from torch's global RNG: seed it inside fork_rng so the
-        # same seed gives the same ranker without disturbing the caller's random state.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(train_config.seed)
+        if training_data is not None and not isinstance(training_data, dict):
+            raise ValueError(f"training_data must be a dict, got {type(training_data).__name__}")
+        ranker_config, train_config, fusion_config = self._configs(hidden_size)
+        if calibrate and calibration_source not in CALIBRATION_SOURCES:
+            raise ValueError(f"calibration_source must be one of {CALIBRATION_SOURCES}, got {calibration_source!r}")
+        if calibrate and ranker_config.label_type != "binary":
+            raise ValueError(f"calibrate=True needs binary labels (P(correct)), but label_type is {ranker_config.label_type!r}")
+        # The model's initial weights come from torch's global RNG: seeded, without disturbing the caller's.
+        with seeded(train_config.seed):
             model = build_ranker(ranker_config)
         start = time.perf_counter()
         self.train_result_: TrainResult = train_ranker(model, queries, train_config, val_queries, progress)
         self.model_, self.ranker_config_, self.train_config_ = model, ranker_config, train_config
-        self.fingerprint_ = fingerprint
-        self.n_features_in_ = hidden_size
+        self.fusion_config_, self.fingerprint_, self.n_features_in_ = fusion_config, fingerprint, hidden_size
         self.fusion_, self.fusion_report_ = Fusion([dict(RANKER_ONLY)]), None
-        signals = [{k: v for k, v in query_signals(q).items() if k in train_config.fusion_signals} for q in queries]
-        if train_config.fusion and any(signals) and len(queries) >= 2 * train_config.fusion_folds:
-            self.fusion_, self.fusion_report_ = self._cross_fit_fusion(queries, signals, ranker_config, train_config)
+        signals = [{k: v for k, v in query_signals(q).items() if k in fusion_config.signals} for q in queries]
+        if fusion_config.enabled and any(signals) and len(queries) >= 2 * fusion_config.folds:
+            self.fusion_, self.fusion_report_ = self._cross_fit_fusion(queries, signals, ranker_config, train_config,
+                                                                       fusion_config)
+        self.calibration_: PlattCalibration | None = None
+        if calibrate:
+            self.calibration_ = self._fit_calibration(queries, calibration_source)
         self.fit_seconds_ = time.perf_counter() - start
+        result = self.train_result_
+        self.training_data_ = {**(training_data or {}), **result.data_summary}
+        self.metrics_ = {"val": result.val_metrics, "wall_time_s": self.fit_seconds_, "loss": result.loss_name,
+                         "fusion": self.fusion_report_}
         return self
 
-    def _cross_fit_fusion(self, queries, signals, ranker_config: RankerConfig, train_config: TrainConfig):
-        """Out-of-fold scores from `fusion_folds` rankers, then the fusion weights (ranker.rankers.fusion)."""
+    def _cross_fit_fusion(self, queries, signals, ranker_config: RankerConfig, train_config: TrainConfig,
+                          fusion_config: FusionConfig) -> tuple[Fusion, dict]:
+        """Out-of-fold scores from `fusion_config.folds` rankers, then the fusion weights (ranker.rankers.fusion)."""
         oof: list[Tensor | None] = [None] * len(queries)
-        for held in fold_indices(len(queries), train_config.fusion_folds, train_config.seed):
+        for held in fold_indices(len(queries), fusion_config.folds, train_config.seed):
             held_set = set(held)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(train_config.seed)
+            with seeded(train_config.seed):
                 model = build_ranker(ranker_config)
             train_ranker(model, [q for i, q in enumerate(queries) if i not in held_set], train_config)
             for i, scores in zip(held, score_queries(model, [queries[i] for i in held])):
                 oof[i] = scores
         labels = [q.labels.float().cpu() for q in queries]
         instructions = torch.stack([q.instruction.float().cpu() for q in queries])
-        return fit_fusion(oof, signals, labels, instructions, l2=train_config.fusion_l2,
-                          clusters=train_config.fusion_clusters, seed=train_config.seed)
+        return fit_fusion(oof, signals, labels, instructions, l2=fusion_config.l2, clusters=fusion_config.clusters,
+                          seed=train_config.seed)
+
+    def _fit_calibration(self, queries: Sequence[QueryLike], source: str) -> PlattCalibration:
+        """Platt scaling on the fitted ranker's (fused) scores of `source`'s candidates (see `fit`)."""
+        scores = torch.cat(self.score_queries(queries))
+        labels = torch.cat([q.labels.float().cpu() for q in queries])
+        return fit_calibration(scores, labels, source)
+
+    def record_metrics(self, **metrics) -> "LanguageRanker":
+        """Add evaluation results (e.g. held_out={...}) to `metrics_`, which `save` writes to the card. Returns self."""
+        self._check_fitted()
+        self.metrics_.update(metrics)
+        return self
 
     # --- inference ----------------------------------------------------------------------------
 
@@ -195,10 +245,15 @@ class LanguageRanker:
         """True when scores mix in the mean log-prob or the vote share."""
         return any(weights != RANKER_ONLY for weights in self.fusion.weights)
 
+    @property
+    def calibrated(self) -> bool:
+        """True when `probability_correct` can turn scores into P(correct) (fitted with calibrate=True)."""
+        return getattr(self, "calibration_", None) is not None
+
     def select(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None,
                vote_keys: Sequence | None = None) -> int:
         """Index of the best candidate (the first one on ties)."""
-        return int(torch.argmax(self.score(instruction, responses, mean_logprob, vote_keys)))
+        return int(best_candidates(self.score(instruction, responses, mean_logprob, vote_keys)))
 
     def rank(self, instruction: Tensor, responses: Tensor, mean_logprob: Tensor | None = None,
              vote_keys: Sequence | None = None) -> list[int]:
@@ -217,12 +272,36 @@ class LanguageRanker:
             return torch.softmax(scores, dim=0)
         raise ValueError(f"predict_proba is not meaningful for loss {loss!r}: scores are regressed labels; use score()")
 
+    def probability_correct(self, scores: Tensor) -> Tensor:
+        """Calibrated P(correct) of this ranker's (fused) scores, any shape -> the same shape.
+
+        Uses `calibration_`; ValueError for a ranker fitted without calibrate=True.
+        """
+        self._check_fitted()
+        if not self.calibrated:
+            raise ValueError("this ranker has no calibration: fit it with calibrate=True "
+                             "(ranker.rankers.store_training.train_on_store does)")
+        return self.calibration_(torch.as_tensor(scores))
+
     def score_queries(self, queries: Sequence[QueryLike]) -> list[Tensor]:
         """`score` for many queries at once (batched): a list of (K_q,) tensors (fused, as `score`)."""
         raw = score_queries(self._check_fitted(), queries)
         fusion = self.fusion
         return [fuse(s, fusion.weights_for(q.instruction), getattr(q, "mean_logprob", None), getattr(q, "vote_keys", None))
                 for s, q in zip(raw, queries)]
+
+    def score_store(self, store: FeatureStore, index=None) -> Tensor:
+        """(P, n) scores at the ranker's own layer: every candidate of the store, or the (P, n) `index` ones.
+
+        Refuses (ValueError) a store of another base model. Scores depend on the candidate set (the
+        ListRanker attends over it, the vote share counts it), so candidates scored as a subset are
+        ranked among that subset only.
+        """
+        self._check_fitted()
+        layer = self.fingerprint_.layer if self.fingerprint_ is not None else None
+        if self.fingerprint_ is not None:
+            self.fingerprint_.check_compatible(store.feature_fingerprint(layer), what="ranker")
+        return torch.stack(self.score_queries(store_queries(store, layer, index)))
 
     def evaluate(self, queries: Sequence[QueryLike]) -> RankingMetrics:
         """Best-of-N, random and oracle accuracy, and AUROC on labelled `queries`."""
@@ -234,23 +313,10 @@ class LanguageRanker:
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted ranker to the folder `path` (see `ranker.rankers.checkpoint`)."""
         model = self._check_fitted()
-        # A freshly fitted ranker records its TrainResult; a loaded one passes on what its card held.
-        result = getattr(self, "train_result_", None)
-        training_data, metrics = dict(getattr(self, "training_data_", {})), dict(getattr(self, "metrics_", {}))
-        if result is not None:
-            training_data.update(result.data_summary)
-            metrics.update(val=result.val_metrics, wall_time_s=getattr(self, "fit_seconds_", result.wall_time_s),
-                           loss=result.loss_name, fusion=getattr(self, "fusion_report_", None))
-        save_checkpoint(
-            path,
-            model,
-            train_config=self.train_config_,
-            fingerprint=self.fingerprint_,
-            training_data=training_data,
-            # Fitted or loaded, the weights come from self.fusion, so a card always holds the ones in use.
-            metrics={**metrics, "fusion_weights": self.fusion_weights, "fusion_cluster_weights": self.fusion.weights},
-            extra_tensors=None if self.fusion.centroids is None else {"fusion_centroids": self.fusion.centroids},
-        )
+        card = RankerCard(ranker_config=self.ranker_config_, train_config=self.train_config_,
+                          fusion_config=self.fusion_config_, fingerprint=self.fingerprint_, fusion=self.fusion,
+                          calibration=self.calibration_, training_data=self.training_data_, metrics=self.metrics_)
+        save_checkpoint(path, model, card)
 
     @classmethod
     def load(
@@ -261,20 +327,14 @@ class LanguageRanker:
         `train_result_` is None after loading; the saved summaries are in `training_data_` and `metrics_`.
         """
         model, card = load_checkpoint(path, expected_fingerprint, device)
-        train_config = card.train_config or TrainConfig()
+        train_config, fusion_config = card.train_config or TrainConfig(), card.fusion_config or FusionConfig()
         ranker_args = {k: v for k, v in card.ranker_config.to_dict().items() if k in RANKER_PARAMS}
-        est = cls(kind=card.ranker_config.kind, **ranker_args, **train_config.to_dict())
+        est = cls(kind=card.ranker_config.kind, **ranker_args, **train_config.to_dict(), **fusion_config.to_hyperparams())
         est.model_, est.ranker_config_, est.train_config_ = model, card.ranker_config, train_config
-        est.train_result_ = None
+        est.fusion_config_, est.train_result_ = fusion_config, None
         est.fingerprint_ = card.fingerprint
         est.n_features_in_ = card.ranker_config.hidden_size
         est.training_data_, est.metrics_ = card.training_data, card.metrics
-        weights = card.metrics.get("fusion_weights")
-        if weights is None:  # cards written before the vote share was fused
-            weights = {"ranker": 1.0, "mean_logprob": float(card.metrics.get("logprob_weight", 0.0))}
-        clean = lambda w: {name: float(value) for name, value in w.items() if value != 0.0 or name == "ranker"}  # noqa: E731
-        per_cluster = [clean(w) for w in card.metrics.get("fusion_cluster_weights") or [weights]]
-        centroids = load_extra_tensors(path).get("fusion_centroids")
-        est.fusion_ = Fusion(per_cluster, centroids, clean(weights) if len(per_cluster) > 1 else None)
-        est.fusion_report_ = card.metrics.get("fusion")
+        est.fusion_, est.fusion_report_ = card.fusion, card.metrics.get("fusion")
+        est.calibration_ = card.calibration
         return est

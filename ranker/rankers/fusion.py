@@ -44,10 +44,55 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ranker.core.cards import CardEntry
+from ranker.evaluation.metrics import best_of_n_accuracy
 from ranker.rankers.training_groups import QueryLike
 
 SIGNALS = ("mean_logprob", "vote_share")
 RANKER_ONLY = {"ranker": 1.0}
+# LanguageRanker's hyperparameter names of the FusionConfig fields (they predate the config).
+FUSION_HYPERPARAMS = {"fusion": "enabled", "fusion_folds": "folds", "fusion_l2": "l2", "fusion_signals": "signals",
+                      "fusion_clusters": "clusters"}
+
+
+@dataclass
+class FusionConfig(CardEntry):
+    """Whether and how a ranker fuses its scores with the free signals. Stored in every checkpoint card.
+
+    LanguageRanker takes these as the hyperparameters named in FUSION_HYPERPARAMS (`fusion=False`, ...).
+    """
+
+    # Fuse with the candidates' mean log-prob and vote share, weights cross-fitted, each signal only
+    # when every training query carries it; False is the paper's hidden-state-only ranker.
+    enabled: bool = True
+    folds: int = 4  # cross-fitting folds: rankers trained to score the training queries out of fold
+    l2: float = 0.01  # ridge penalty of the weights' logistic regression (on unit-spread signals)
+    signals: tuple[str, ...] = SIGNALS  # which free signals may be fused
+    # Candidate numbers of instruction clusters, each with its own weights; the count is chosen by
+    # cross-validation on the out-of-fold scores (`fit_fusion`). (1,): one global set of weights.
+    clusters: tuple[int, ...] = (1, 2, 4, 8)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"fusion must be True or False, got {self.enabled!r}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise ValueError(f"fusion_folds must be an int >= 2, got {self.folds!r}")
+        if not self.l2 >= 0:
+            raise ValueError(f"fusion_l2 must be >= 0, got {self.l2!r}")
+        self.clusters = tuple(self.clusters)
+        if not self.clusters or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.clusters):
+            raise ValueError(f"fusion_clusters must be positive ints, got {self.clusters!r}")
+        self.signals = tuple(self.signals)
+        if not self.signals or any(name not in SIGNALS for name in self.signals):
+            raise ValueError(f"fusion_signals must be a non-empty subset of {SIGNALS}, got {self.signals!r}")
+
+    @classmethod
+    def from_hyperparams(cls, hyperparams: Mapping) -> "FusionConfig":
+        """The config from LanguageRanker hyperparameters (`fusion`, `fusion_folds`, ...); other keys are ignored."""
+        return cls(**{field: hyperparams[name] for name, field in FUSION_HYPERPARAMS.items() if name in hyperparams})
+
+    def to_hyperparams(self) -> dict:
+        return {name: getattr(self, field) for name, field in FUSION_HYPERPARAMS.items()}
 
 
 def vote_shares(vote_keys: Sequence[Hashable | None]) -> Tensor:
@@ -129,7 +174,10 @@ def _combine(weights: Mapping[str, float], scores: Tensor, signals: Mapping[str,
 
 
 def _best_of_n(scores: Sequence[Tensor], labels: Sequence[Tensor]) -> float:
-    return sum(float(y[torch.argmax(s)] == y.max()) for s, y in zip(scores, labels)) / max(len(labels), 1)
+    """Share of queries whose best-scored candidate has the query's best label (0 without queries)."""
+    if not labels:
+        return 0.0
+    return best_of_n_accuracy(scores, [(y == y.max()).float() for y in labels])
 
 
 def fit_weights(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tensor]], labels: Sequence[Tensor],
@@ -239,6 +287,18 @@ class Fusion:
 
     def weights_for(self, instruction: Tensor) -> dict[str, float]:
         return self.weights[self.cluster_of(instruction)]
+
+    def to_dict(self) -> dict:
+        """The weights for a card (the centroids are tensors: they go to a safetensors file beside it)."""
+        return {"weights": [dict(w) for w in self.weights], "global_weights": self.global_weights}
+
+    @classmethod
+    def from_dict(cls, data: dict, centroids: Tensor | None = None) -> "Fusion":
+        weights = [{str(name): float(value) for name, value in w.items()} for w in data["weights"]]
+        global_weights = data.get("global_weights")
+        if global_weights is not None:
+            global_weights = {str(name): float(value) for name, value in global_weights.items()}
+        return cls(weights, centroids, global_weights)
 
 
 def kmeans(points: Tensor, k: int, seed: int, iterations: int = 50) -> tuple[Tensor, Tensor]:

@@ -35,12 +35,14 @@ comparison isolates what the instruction contributes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from ranker.core.cards import CardEntry
 
 KINDS = ("list", "point")
 RELEVANCES = ("cosine", "linear", "interaction")
@@ -49,7 +51,7 @@ INPUT_NORMS = ("standardize", "layernorm", "none")
 
 
 @dataclass
-class RankerConfig:
+class RankerConfig(CardEntry):
     """Architecture of a ranker. Stored in every checkpoint so the model can rebuild itself."""
 
     kind: str = "list"  # "list": ListRanker (candidates attend to each other); "point": PointRanker (each alone)
@@ -88,16 +90,6 @@ class RankerConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RankerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown RankerConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
 
 
 class MLP(nn.Module):

@@ -17,10 +17,14 @@ so both kinds of data go through the same padded batch and the same model call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # only a type here: importing the store would load the base-model code for every ranker user
+    from ranker.capture.feature_store import FeatureStore
 
 
 @runtime_checkable
@@ -80,6 +84,27 @@ def queries_from_tensors(
         for p in range(P)
     ]
 
+
+
+def store_queries(store: FeatureStore, layer: int | None = None, index=None) -> list[RankingQuery]:
+    """The store's problems as ranking queries at one layer (ids "family/index").
+
+    index: optional (P, n) candidate indices per problem (e.g. `ranker.evaluation.selection.subsets`), to
+    make queries of those n candidates only; default: all N. Each query carries its candidates'
+    mean log-probs and answer keys (ranker.tasks.voting) for score fusion.
+    """
+    instruction, responses = store.features(layer)
+    ids = [f"{p.family}/{i}" for i, p in enumerate(store.problems)]
+    mean_logprobs = torch.tensor(store.column("mean_logprob"), dtype=torch.float32)
+    labels, vote_keys = store.labels(), store.column("vote_key")
+    if index is not None:
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        if index.dim() != 2 or index.shape[0] != len(store.problems):
+            raise ValueError(f"index must be (P, n) = ({len(store.problems)}, n), got {tuple(index.shape)}")
+        rows = torch.arange(len(store.problems))[:, None]
+        responses, labels, mean_logprobs = responses[rows, index], labels[rows, index], mean_logprobs[rows, index]
+        vote_keys = [[keys[k] for k in picked] for keys, picked in zip(vote_keys, index.tolist())]
+    return queries_from_tensors(instruction, responses, labels, ids, mean_logprobs, vote_keys)
 
 @dataclass
 class FeaturePool:

@@ -3,8 +3,10 @@
 - RM (base), `BaseRewardModel`: the base LLM with LoRA adapters and a scalar head.
 - RM (small), `SmallRewardModel`: a separate small encoder (all-MiniLM-L6-v2 by default), fully fine-tuned.
 
-Modules: `config` (dataclasses), `data` (text training data), `models` (the networks),
-`training` (the loop and scoring), `card` (saving), `estimator` (fit / score / save / load).
+Modules: `reward_config` (the configs), `text_data` (text training data), `reward_networks` (the
+networks), `reward_training` (batches and loss on the shared loop of `ranker.core.training_loop`, and
+scoring), `reward_card` (the card, in the shared format of `ranker.core.cards`), `reward_estimator`
+(fit / score / save / load).
 """
 
 from ranker.reward.reward_card import RewardCard, read_reward_card

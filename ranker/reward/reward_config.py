@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+
+from ranker.core.cards import CardEntry
+from ranker.core.training_loop import LoopConfig
 
 REWARD_KINDS = ("base", "small")
 REWARD_LOSSES = ("bce", "mse", "bt")
@@ -12,7 +15,7 @@ DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @dataclass
-class RewardModelConfig:
+class RewardModelConfig(CardEntry):
     """What a reward model is: the network and how its inputs are built."""
 
     kind: str = "base"  # "base": LoRA on the base LLM + scalar head; "small": a separate encoder, fully fine-tuned
@@ -51,13 +54,10 @@ class RewardModelConfig:
         data["target_modules"] = list(self.target_modules)
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "RewardModelConfig":
-        return cls(**_known_fields(cls, data))
 
 
 @dataclass
-class RewardTrainConfig:
+class RewardTrainConfig(CardEntry):
     """How a reward model is trained."""
 
     loss: str = "bce"  # "bce" (0/1 labels), "mse" (real-valued labels) or "bt" (Bradley-Terry on pairs y_w > y_l)
@@ -75,38 +75,12 @@ class RewardTrainConfig:
     eval_every: int = 0  # evaluate on validation data every this many steps; 0 = only after the last step
 
     def __post_init__(self) -> None:
+        LoopConfig.of(self)  # checks lr, weight_decay, schedule, grad_clip, num_threads, eval_every (AdamW)
         if self.loss not in REWARD_LOSSES:
             raise ValueError(f"loss must be one of {REWARD_LOSSES}, got {self.loss!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.max_pairs_per_prompt is not None and (not isinstance(self.max_pairs_per_prompt, int) or self.max_pairs_per_prompt < 1):
             raise ValueError(f"max_pairs_per_prompt must be None or a positive integer, got {self.max_pairs_per_prompt!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be None or > 0, got {self.grad_clip!r}")
-        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
-            raise ValueError(f"num_threads must be None or a positive integer, got {self.num_threads!r}")
-        if not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ValueError(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RewardTrainConfig":
-        return cls(**_known_fields(cls, data))
-
-
-def _known_fields(cls, data: dict) -> dict:
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(known)}")
-    return dict(data)

@@ -2,7 +2,7 @@
 
     rm = BaseRewardModel(base, lora_rank=16, epochs=1).fit(train_store)   # RM (base): LoRA on the base LLM
     rm = SmallRewardModel(max_length=256).fit(train_store)                # RM (small): all-MiniLM-L6-v2
-    scores = rm.score_store(test_store)                                    # (P, N), like ranker.evaluation.store_scores.score_store
+    scores = rm.score_store(test_store)                                    # (P, N), like LanguageRanker.score_store
     rm.save("reward_models/math")
     rm = BaseRewardModel.load("reward_models/math", base)                 # refuses another base model
 
@@ -10,8 +10,8 @@
 a `RewardData`, or a list of `TextPreference`. Hyperparameters are fields of `RewardModelConfig`
 (those of the class's kind) and `RewardTrainConfig`; `__init__` only stores them and `fit` validates
 them. Fitted attributes: `model_`, `model_config_`, `train_config_`, `train_result_` (None after
-`load`), `training_data_`, `metrics_`, `n_trainable_parameters_`, `n_parameters_` (all loaded
-weights, the whole base LLM included for RM (base)).
+`load`), `training_data_`, `metrics_` (add to them with `record_metrics`), `n_trainable_parameters_`,
+`n_parameters_` (all loaded weights, the whole base LLM included for RM (base)).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from torch import Tensor
 
 from ranker.capture.base_model import BaseModel
 from ranker.capture.feature_store import FeatureStore
-from ranker.capture.fingerprint import ModelFingerprint
-from ranker.evaluation.metrics import RankingMetrics
+from ranker.core.seeding import seeded
+from ranker.core.training_loop import TrainProgress
+from ranker.evaluation.metrics import RankingMetrics, best_candidates
 from ranker.rankers.estimator import NotFittedError
-from ranker.rankers.training import TrainProgress
 from ranker.reward.reward_card import RewardCard, read_reward_card, write_reward_folder
 from ranker.reward.reward_config import RewardModelConfig, RewardTrainConfig
 from ranker.reward.reward_networks import EncoderRewardModel, LoraRewardModel
@@ -49,10 +49,6 @@ def as_reward_data(data: RewardInput) -> RewardData:
     if isinstance(data, (list, tuple)) and data and all(isinstance(p, TextPreference) for p in data):
         return RewardData.from_preferences(data)
     raise ValueError(f"training data must be a FeatureStore, RewardData or a non-empty list of TextPreference, got {type(data).__name__}")
-
-
-def describe(fingerprint: ModelFingerprint) -> str:
-    return f"{fingerprint.model_id} (revision {fingerprint.revision[:12]}, {fingerprint.num_layers} layers, hidden size {fingerprint.hidden_size})"
 
 
 class _RewardModelEstimator:
@@ -104,8 +100,7 @@ class _RewardModelEstimator:
         data.check_labels(train_config.loss)  # before the (possibly slow) model build
         device = self._device(train_config)
         # The head's and LoRA's initial weights come from the global RNG: seeded, without touching the caller's.
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-            torch.manual_seed(train_config.seed)
+        with seeded(train_config.seed, device):
             model = self._build(model_config, train_config)
         result = train_reward_model(model, data, train_config, val, progress)
         tail = result.losses[-max(1, len(result.losses) // 10):]
@@ -118,6 +113,12 @@ class _RewardModelEstimator:
 
     def _device(self, train_config: RewardTrainConfig) -> torch.device:
         raise NotImplementedError
+
+    def record_metrics(self, **metrics) -> "_RewardModelEstimator":
+        """Add evaluation results (e.g. val_accuracy={...}) to `metrics_`, which `save` writes to the card. Returns self."""
+        self._check_fitted()
+        self.metrics_.update(metrics)
+        return self
 
     def _set_fitted(self, model: RewardNet, model_config: RewardModelConfig, train_config: RewardTrainConfig,
                     training_data: dict, metrics: dict) -> None:
@@ -141,10 +142,10 @@ class _RewardModelEstimator:
 
     def select(self, prompt: str, candidates: Sequence[str]) -> int:
         """Index of the best candidate (the first one on ties)."""
-        return int(torch.argmax(self.score(prompt, candidates)))
+        return int(best_candidates(self.score(prompt, candidates)))
 
     def score_store(self, store: FeatureStore) -> Tensor:
-        """(P, N) scores of every candidate of the store, comparable with ranker.evaluation.store_scores.score_store."""
+        """(P, N) scores of every candidate of the store, comparable with LanguageRanker.score_store."""
         data = RewardData.from_store(store)
         prompts, candidates, _ = data.examples()
         return self.score_texts(prompts, candidates).view(len(store.problems), store.num_candidates)
@@ -214,12 +215,9 @@ class BaseRewardModel(_RewardModelEstimator):
         if card.model_config.kind != cls.kind:
             raise ValueError(f"{path} holds an RM ({card.model_config.kind}), not an RM (base); load it with SmallRewardModel.load")
         if card.base_model is None:
-            raise ValueError(f"RM (base) at {path} records no base model, so it cannot be checked against {describe(base.fingerprint)}")
-        if card.base_model != base.fingerprint:
-            raise ValueError(
-                f"RM (base) at {path} was trained on {describe(card.base_model)}, "
-                f"but the loaded base model is {describe(base.fingerprint)}; load the base model it was trained on"
-            )
+            raise ValueError(f"RM (base) at {path} records no base model, so it cannot be checked against "
+                             f"{base.fingerprint.describe()}")
+        card.base_model.check_compatible(base.fingerprint, what=f"RM (base) at {path}")
         model = LoraRewardModel(base, card.model_config)
         model.load_weights(Path(path))
         return cls._from_card(card, model, base)

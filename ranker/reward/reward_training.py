@@ -1,8 +1,10 @@
-"""Train and run a reward model: one readable loop, `train_reward_model`, and batched scoring.
+"""Train and run a reward model: `train_reward_model`, the reward model's batches and loss on the
+shared loop, and batched scoring.
 
-The loop is the rankers' loop (ranker.rankers.training) with text in place of features: the same
-`TrainProgress` callback, `TrainResult` record, LR schedules, thread handling and losses
-(ranker.rankers.losses), so that the baselines and the rankers are trained and reported alike.
+The loop is the rankers' loop (`ranker.core.training_loop.run_training`) with text in place of
+features: the same `TrainProgress` callback, `TrainResult` record, optimiser groups, LR schedules,
+seeded dropout, thread handling, and the rankers' losses (ranker.rankers.losses), so that the
+baselines and the rankers are trained and reported alike.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import Tensor
 
+from ranker.core.training_loop import LoopConfig, TrainProgress, TrainResult, run_training
 from ranker.evaluation.metrics import RankingMetrics, ranking_metrics
 from ranker.rankers.losses import bradley_terry_loss, mse_loss, pointwise_bce_loss
-from ranker.rankers.training import TrainProgress, TrainResult, _lr_factor, _num_threads, _tqdm_progress
 from ranker.reward.reward_config import RewardTrainConfig
 from ranker.reward.reward_networks import EncoderRewardModel, LoraRewardModel
 from ranker.reward.text_data import RewardData, TextBatch, plan_batches
@@ -50,48 +52,17 @@ def train_reward_model(
     data.check_labels(config.loss)
     generator = torch.Generator().manual_seed(config.seed)
     batches = plan_batches(data, config.loss, config.batch_size, config.epochs, config.max_pairs_per_prompt, generator)
-    total = len(batches)
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # As for the rankers (and nanoGPT): decay weight matrices only, not biases or norms.
-    groups = [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config.schedule, total))
-    if progress == "tqdm":
-        progress = _tqdm_progress(total, desc="train reward model")
-    result = TrainResult(losses=[], loss_name=config.loss, num_steps=total)
     if config.loss == "bt":
         per_epoch = {"pairs_per_epoch": sum(b.num_pairs for b in batches) // config.epochs}
     else:
         per_epoch = {"examples_per_epoch": sum(len(b.prompts) for b in batches) // config.epochs}
-    result.data_summary = {**data.summary(), **per_epoch}
 
-    device = model.device
-    # Dropout (LoRA's, the encoder's) draws from torch's global RNG: seeded, inside fork_rng so the caller's is untouched.
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), _num_threads(config.num_threads):
-        torch.manual_seed(config.seed)
-        model.train()
-        for step, batch in enumerate(batches, start=1):
-            loss = batch_loss(model, batch, config.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            result.losses.append(loss.item())
+    def evaluate() -> RankingMetrics:
+        return evaluate_reward_model(model, val_data, config.eval_batch_size)
 
-            val = None
-            if val_data is not None and (step == total or (config.eval_every and step % config.eval_every == 0)):
-                val = {"step": step, **evaluate_reward_model(model, val_data, config.eval_batch_size).to_dict()}
-                result.val_history.append(val)
-                model.train()  # scoring switched to eval mode
-            if progress is not None:
-                progress(TrainProgress(step, total, result.losses[-1], lr, val))
-    model.eval()
-    result.val_metrics = result.val_history[-1] if result.val_history else None
+    result = run_training(model, batches, lambda batch: batch_loss(model, batch, config.loss), LoopConfig.of(config),
+                          model.device, evaluate if val_data is not None else None, progress, desc="train reward model")
+    result.loss_name, result.data_summary = config.loss, {**data.summary(), **per_epoch}
     result.wall_time_s = time.perf_counter() - started
     return result
 

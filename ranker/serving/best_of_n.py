@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ranker.capture.base_model import BaseModel
 from ranker.capture.sampling import SamplingConfig, sample_candidates
-from ranker.evaluation.store_scores import probabilities
+from ranker.evaluation.metrics import best_candidates
 from ranker.rankers.estimator import LanguageRanker
 from ranker.tasks.voting import response_keys
 
@@ -88,7 +88,7 @@ class RankedCandidates:
         """True when the ranker's and the reward model's top candidates differ."""
         if self.ranker_scores is None or self.rm_scores is None:
             return False
-        return int(torch.argmax(self.ranker_scores)) != int(torch.argmax(self.rm_scores))
+        return int(best_candidates(self.ranker_scores)) != int(best_candidates(self.rm_scores))
 
 
 def rank_prompt(base: BaseModel, prompt: str, sampling: SamplingConfig, ranker: LanguageRanker | None = None,
@@ -123,8 +123,8 @@ def rank_prompt(base: BaseModel, prompt: str, sampling: SamplingConfig, ranker: 
         start = time.perf_counter()
         result.ranker_scores = ranker.score(result.instruction, result.responses, result.mean_logprob, result.vote_keys)
         timings["ranker_s"] = time.perf_counter() - start
-        if getattr(ranker, "metrics_", {}).get("platt") is not None:
-            result.probabilities = probabilities(ranker, result.ranker_scores)
+        if ranker.calibrated:
+            result.probabilities = ranker.probability_correct(result.ranker_scores)
     if rm is not None:
         start = time.perf_counter()
         result.rm_scores = torch.as_tensor(rm.score(prompt, result.texts), dtype=torch.float32).flatten()

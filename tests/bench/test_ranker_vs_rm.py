@@ -12,7 +12,6 @@ import torch
 
 from bench import ranker_vs_rm as bench
 from ranker.capture.feature_store import FeatureStore
-from ranker.evaluation.store_scores import score_store
 from ranker.rankers.store_training import train_on_store
 
 FIXTURE = Path(__file__).resolve().parents[1] / "assets" / "frozen_suite"  # 150 train / 100 test prompts, 5 families, layer 18
@@ -29,7 +28,7 @@ def test_ranker_child_reports_its_costs_and_the_scores_of_the_ranker_it_trained(
     train, test, layer = bench.load_stores(args)
     assert (layer, len(train.problems), len(test.problems)) == (18, 20, 10)
     ranker = train_on_store(train, layer, kind="list", seed=0)  # same data and seed: the same ranker
-    assert torch.allclose(torch.tensor(result["scores"]), score_store(ranker, test), atol=1e-5)
+    assert torch.allclose(torch.tensor(result["scores"]), ranker.score_store(test), atol=1e-5)
     parameters = sum(p.numel() for p in ranker.model_.parameters())
     assert result["trainable_params"] == result["loaded_params"] == parameters
     assert len(result["score_timings"]) == 2 and result["score_seconds_per_prompt"] > 0
@@ -40,6 +39,6 @@ def test_ranker_child_reports_its_costs_and_the_scores_of_the_ranker_it_trained(
 def test_last_line_gives_rm_base_over_list_ranker():
     results = {"list_ranker": {"score_seconds_per_prompt": 0.002, "train_seconds": 4.0},
                "rm_base": {"score_seconds_per_prompt": 4.0, "train_seconds": 20.0}}
-    assert bench.ratios_line(results) == "ratios: RM (base) scoring / ranker scoring = 2000x; RM (base) training / ranker training = 5.0x"
+    assert bench.ratios_line(results) == "ratios: RM (base, LoRA) scoring / ranker scoring = 2000x; RM (base, LoRA) training / ranker training = 5.0x"
     results["rm_small"] = results.pop("rm_base")
     assert bench.ratios_line(results).endswith("= 5.0x (RM (base) skipped)")

@@ -7,7 +7,6 @@ import torch
 
 from labeling.registry import RankerRegistry
 from ranker.capture.fingerprint import FeatureFingerprint
-from ranker.evaluation.store_scores import probabilities
 from ranker.rankers.estimator import LanguageRanker
 from tests.labeling.synthetic import FAST, LAYER, MODEL, synthetic_queries
 
@@ -18,9 +17,8 @@ def rankers():
     queries = synthetic_queries(12, seed=1)
     out = []
     for seed in range(3):
-        ranker = LanguageRanker(kind="list", seed=seed, steps=3, **FAST).fit(queries, fingerprint=FeatureFingerprint(MODEL, LAYER))
-        ranker.metrics_ = {"platt": [2.0, -1.0]}
-        out.append(ranker)
+        out.append(LanguageRanker(kind="list", seed=seed, steps=3, **FAST).fit(
+            queries, fingerprint=FeatureFingerprint(MODEL, LAYER), calibrate=True))
     return out, queries
 
 
@@ -48,7 +46,9 @@ def test_versions_are_numbered_saved_and_loaded(tmp_path, rankers):
     loaded = registry.load("v0002")
     q = queries[0]
     torch.testing.assert_close(loaded.score(q.instruction, q.responses), r2.score(q.instruction, q.responses))
-    torch.testing.assert_close(probabilities(loaded, torch.tensor([0.5])), torch.sigmoid(torch.tensor([0.0])))
+    assert loaded.calibration_ == r2.calibration_  # the Platt (a, b) travel with the version
+    a, b = r2.calibration_.a, r2.calibration_.b
+    torch.testing.assert_close(loaded.probability_correct(torch.tensor([0.5])), torch.sigmoid(torch.tensor([a * 0.5 + b])))
     with pytest.raises(ValueError, match="unknown version 'v0009' for profile 'default'"):
         registry.load("v0009")
 

@@ -19,7 +19,6 @@ from labeling.retrain import (
     retrain_once,
 )
 from ranker.capture.fingerprint import FeatureFingerprint
-from ranker.evaluation.store_scores import probabilities
 from ranker.rankers.estimator import LanguageRanker
 from ranker.rankers.training_groups import RankingQuery
 from tests.labeling.synthetic import (
@@ -76,7 +75,7 @@ def test_learnable_labels_are_promoted_over_a_weak_ranker(tmp_path, data):
     q = data["to_label"][0]
     torch.testing.assert_close(loaded.score(q.instruction, q.responses), result.ranker.score(q.instruction, q.responses))
     # Calibrated P(correct), over queries on both sides of the (random, request-id hashed) split.
-    probs = torch.cat([probabilities(loaded, loaded.score(x.instruction, x.responses)) for x in data["to_label"][:20]])
+    probs = torch.cat([loaded.probability_correct(loaded.score(x.instruction, x.responses)) for x in data["to_label"][:20]])
     labels = torch.cat([x.labels for x in data["to_label"][:20]])
     assert probs[labels == 1].mean().item() > 0.8 and probs[labels == 0].mean().item() < 0.2
     entry = registry.history()[0]
@@ -106,7 +105,8 @@ def test_retrain_is_deterministic(tmp_path, data):
     results = [retrain_once(label_store, RankerRegistry(tmp_path / f"r{n}"), None, None, None, QUICK) for n in range(2)]
     first, second = (r.ranker.model_.state_dict() for r in results)
     assert all(torch.equal(first[name], second[name]) for name in first)
-    assert results[0].ranker.metrics_ == results[1].ranker.metrics_
+    assert results[0].ranker.calibration_ == results[1].ranker.calibration_ is not None
+    assert results[0].ranker.training_data_ == results[1].ranker.training_data_
 
 
 def test_base_store_queries_are_trained_on_with_the_labels(tmp_path, data):

@@ -288,7 +288,6 @@ def test_a_bootstrap_running_while_users_generate_changes_no_request(tmp_path, t
 
     sampled = []  # the random tiny model answers nothing right, so its store cannot train: fit a stand-in
     stand_in = LanguageRanker(kind="list", seed=0, steps=5, **FAST).fit(synthetic_queries(20))
-    stand_in.training_data_ = {}
     monkeypatch.setattr(ranker.rankers.bootstrap, "train_on_store", lambda store, layer, **kw: sampled.append(store) or stand_in)
     service = make_service(tmp_path, tiny_base)
     caller = service.identify(annotator="user")

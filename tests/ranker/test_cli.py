@@ -1,6 +1,7 @@
 """The CLI end to end: build on the tiny model, train and eval on a store with a learnable signal."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -129,7 +130,7 @@ def test_eval_with_beam_search_on_a_local_model(tmp_path, capsys):
     # beam search with another model than the store's is refused
     other = save_tiny_model(tmp_path / "other-model", seed=1)
     assert main(["eval", "--store", str(tmp_path / "built" / "test"), "--beam", "2", "--model", str(other)]) == 2
-    assert "needs the store's base model" in capsys.readouterr().err
+    assert "beam search on this store (--beam) needs the base model" in capsys.readouterr().err
 
 
 def test_eval_scores_a_reward_model_on_the_same_candidates(tmp_path, capsys):
@@ -174,3 +175,22 @@ def test_train_rm_verb_for_both_kinds(tmp_path, capsys):
     other = save_tiny_model(tmp_path / "other-model", seed=1)
     assert main(["train-rm", "--store", str(tmp_path / "labelled"), "--kind", "base", "--model", str(other),
                  "--out", str(tmp_path / "rm-other")]) == 2
+
+
+DATASETS = Path(__file__).resolve().parents[1] / "assets" / "datasets"
+
+
+def test_build_from_a_local_benchmark_file(tmp_path, capsys):
+    folder = save_tiny_model(tmp_path / "tiny-model")
+    assert main(["build", "--benchmark", "gsm8k:validation", "--benchmark-file", str(DATASETS / "gsm8k.jsonl"),
+                 "--n-train", "2", "--n-test", "1", "--n", "2", "--max-new-tokens", "4", "--layers", "2",
+                 "--model", str(folder), "--out", str(tmp_path / "built")]) == 0
+    train, test = FeatureStore.load(tmp_path / "built" / "train"), FeatureStore.load(tmp_path / "built" / "test")
+    assert len(train.problems) == 2 and len(test.problems) == 1
+    assert {p.family for p in train.problems + test.problems} == {"gsm8k"} and train.problems[0].checker == "numeric"
+    assert main(["build", "--benchmark", "dolly", "--benchmark-file", str(DATASETS / "dolly.jsonl"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "no automatic checker" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["build", "--benchmark", "gsm9k", "--out", str(tmp_path / "y")])
+    assert "expected one of ['dolly', 'gsm8k', 'math', 'mbpp', 'xlam']" in capsys.readouterr().err

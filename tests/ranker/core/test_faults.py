@@ -16,8 +16,9 @@ import ranker.core.file_io as atomic
 from labeling.registry import RankerRegistry
 from ranker.capture.feature_store import FeatureStore
 from ranker.capture.fingerprint import FeatureFingerprint, ModelFingerprint
+from ranker.core.cards import CARD_NAME
 from ranker.core.file_io import atomic_folder, stale_staging
-from ranker.rankers.checkpoint import CARD_NAME, EXTRA_NAME, WEIGHTS_NAME
+from ranker.rankers.checkpoint import EXTRA_NAME, WEIGHTS_NAME
 from ranker.rankers.estimator import LanguageRanker
 from ranker.rankers.training_groups import RankingQuery
 from tests.labeling.synthetic import FAST, LAYER, MODEL, store_from_queries, synthetic_queries

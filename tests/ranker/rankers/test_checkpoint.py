@@ -7,10 +7,14 @@ import torch
 import ranker
 import ranker.rankers.checkpoint as checkpoint
 from ranker.capture.fingerprint import FeatureFingerprint, ModelFingerprint
-from ranker.rankers.checkpoint import CARD_NAME, WEIGHTS_NAME, load_checkpoint, read_card, save_checkpoint
+from ranker.core.cards import CARD_NAME
+from ranker.rankers.calibration import PlattCalibration
+from ranker.rankers.checkpoint import EXTRA_NAME, WEIGHTS_NAME, RankerCard, load_checkpoint, read_card, save_checkpoint
+from ranker.rankers.fusion import Fusion, FusionConfig
 from ranker.rankers.networks import RankerConfig, build_ranker
 from ranker.rankers.synthetic import make_synthetic_queries
-from ranker.rankers.training import TrainConfig, score_queries, train_ranker
+from ranker.rankers.train_config import TrainConfig
+from ranker.rankers.training import score_queries, train_ranker
 
 H = 32
 FINGERPRINT = FeatureFingerprint(ModelFingerprint("tiny-llm", "a" * 64, num_layers=4, hidden_size=H), layer=2)
@@ -31,9 +35,11 @@ def trained(queries, kind="list", **kw):
 @pytest.mark.parametrize("kind", ["list", "point"])
 def test_round_trip_gives_identical_scores(tmp_path, queries, kind):
     model, result = trained(queries, kind)
-    config = TrainConfig(steps=5)
-    save_checkpoint(tmp_path / "r", model, train_config=config, fingerprint=FINGERPRINT,
-                    training_data=result.data_summary, metrics={"auroc": math.nan, "best_of_n": 0.5})
+    config, fusion_config = TrainConfig(steps=5), FusionConfig(folds=3, clusters=(1, 2))
+    calibration = PlattCalibration(1.25, -0.5)
+    save_checkpoint(tmp_path / "r", model, RankerCard(
+        model.config, config, fusion_config, FINGERPRINT, calibration=calibration,
+        training_data=result.data_summary, metrics={"auroc": math.nan, "best_of_n": 0.5}))
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [CARD_NAME, WEIGHTS_NAME]
     loaded, card = load_checkpoint(tmp_path / "r", expected_fingerprint=FINGERPRINT)
     assert not loaded.training
@@ -41,6 +47,8 @@ def test_round_trip_gives_identical_scores(tmp_path, queries, kind):
         assert torch.equal(a, b)
     assert not loaded.input_norm.needs_fit  # the fitted feature statistics travel with the weights
     assert card.ranker_config == model.config and card.train_config == config
+    assert card.fusion_config == fusion_config and card.calibration == calibration
+    assert card.fusion.weights == [{"ranker": 1.0}] and card.fusion.centroids is None
     assert card.fingerprint == FINGERPRINT
     assert card.training_data["num_queries"] == 40
     assert card.metrics == {"auroc": None, "best_of_n": 0.5}  # nan is not JSON
@@ -49,12 +57,43 @@ def test_round_trip_gives_identical_scores(tmp_path, queries, kind):
 
 def test_card_json_is_plain_and_readable(tmp_path, queries):
     model, _ = trained(queries)
-    save_checkpoint(tmp_path / "r", model, fingerprint=FINGERPRINT)
+    save_checkpoint(tmp_path / "r", model, RankerCard(model.config, fingerprint=FINGERPRINT))
     data = json.loads((tmp_path / "r" / CARD_NAME).read_text())
-    assert data["format"] == "language-ranker" and data["format_version"] == 1
+    assert list(data) == ["format", "format_version", "ranker_config", "train_config", "fusion_config", "fingerprint",
+                          "fusion", "calibration", "training_data", "metrics", "created", "library_version"]
+    assert data["format"] == "language-ranker" and data["format_version"] == 2
     assert data["fingerprint"] == FINGERPRINT.to_dict()
-    assert data["ranker_config"]["kind"] == "list" and data["train_config"] is None
+    assert data["ranker_config"]["kind"] == "list" and data["train_config"] is None and data["calibration"] is None
     assert read_card(tmp_path / "r").fingerprint == FINGERPRINT
+
+
+def test_fusion_weights_and_centroids_round_trip_exactly(tmp_path, queries):
+    model, _ = trained(queries)
+    centroids = torch.nn.functional.normalize(torch.randn(2, H, generator=torch.Generator().manual_seed(1)), dim=1)
+    fusion = Fusion([{"ranker": 0.3, "mean_logprob": 0.1, "vote_share": 2.0}, {"ranker": 0.125, "vote_share": 7.5}],
+                    centroids, {"ranker": 0.25, "mean_logprob": 0.05, "vote_share": 3.0})
+    save_checkpoint(tmp_path / "r", model, RankerCard(model.config, fusion=fusion))
+    assert (tmp_path / "r" / EXTRA_NAME).is_file()
+    card = read_card(tmp_path / "r")
+    assert card.fusion.weights == fusion.weights and card.fusion.global_weights == fusion.global_weights
+    assert torch.equal(card.fusion.centroids, centroids)
+
+
+def test_a_card_of_another_format_version_is_refused(tmp_path, queries):
+    model, _ = trained(queries)
+    save_checkpoint(tmp_path / "r", model)
+    card = json.loads((tmp_path / "r" / CARD_NAME).read_text())
+    card["format_version"] = 1
+    (tmp_path / "r" / CARD_NAME).write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="format_version 1 is not supported"):
+        read_card(tmp_path / "r")
+
+
+def test_a_card_that_does_not_describe_the_model_is_refused(tmp_path, queries):
+    model, _ = trained(queries)
+    with pytest.raises(ValueError, match="the card describes"):
+        save_checkpoint(tmp_path / "r", model, RankerCard(RankerConfig(kind="point", hidden_size=H)))
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize(
@@ -66,7 +105,7 @@ def test_card_json_is_plain_and_readable(tmp_path, queries):
 )
 def test_mismatching_fingerprint_is_refused(tmp_path, queries, other, needle):
     model, _ = trained(queries)
-    save_checkpoint(tmp_path / "r", model, fingerprint=FINGERPRINT)
+    save_checkpoint(tmp_path / "r", model, RankerCard(model.config, fingerprint=FINGERPRINT))
     with pytest.raises(ValueError, match=needle):
         load_checkpoint(tmp_path / "r", expected_fingerprint=other)
     load_checkpoint(tmp_path / "r")  # without an expectation it loads

@@ -120,22 +120,6 @@ def test_fit_learns_fusion_weights_and_they_survive_save_load(weak_features, tmp
                        ranker.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys))
 
 
-def test_a_card_from_before_vote_fusion_loads_with_its_logprob_weight(weak_features, tmp_path):
-    import json
-
-    ranker = LanguageRanker(kind="point", epochs=1, fusion=False).fit(weak_features)
-    ranker.save(tmp_path / "old")
-    card_path = next((tmp_path / "old").glob("*.json"))
-    card = json.loads(card_path.read_text())
-    card["metrics"].pop("fusion_weights")
-    card["metrics"].pop("fusion_cluster_weights")
-    card["metrics"]["logprob_weight"] = 0.25
-    card["train_config"]["logprob_fusion"] = card["train_config"].pop("fusion")
-    card_path.write_text(json.dumps(card))
-    loaded = LanguageRanker.load(tmp_path / "old")
-    assert loaded.fusion_weights == {"ranker": 1.0, "mean_logprob": 0.25} and loaded.train_config_.fusion is False
-
-
 def test_fit_without_signals_is_the_hidden_state_ranker(weak_features):
     ranker = LanguageRanker(kind="point", epochs=2).fit(weak_features)
     assert ranker.fusion_weights == {"ranker": 1.0}
@@ -146,7 +130,7 @@ def test_fit_without_signals_is_the_hidden_state_ranker(weak_features):
 def test_fusion_signals_limit_what_is_fused(weak_features):
     queries = _with_signals(weak_features)
     ranker = LanguageRanker(kind="list", epochs=3, fusion_signals=["mean_logprob"]).fit(queries)
-    assert set(ranker.fusion_weights) == {"ranker", "mean_logprob"} and ranker.train_config_.fusion_signals == ("mean_logprob",)
+    assert set(ranker.fusion_weights) == {"ranker", "mean_logprob"} and ranker.fusion_config_.signals == ("mean_logprob",)
     q = queries[0]
     assert ranker.score(q.instruction, q.responses, q.mean_logprob).shape == (8,)  # no answer keys needed
     with pytest.raises(ValueError, match="fusion_signals"):

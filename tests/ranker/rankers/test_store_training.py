@@ -1,4 +1,4 @@
-"""Store queries and subset scoring: a ranker ranks exactly the candidates it is given."""
+"""Training on a store, store queries and subset scoring: a ranker ranks exactly the candidates it is given."""
 
 import numpy as np
 import pandas as pd
@@ -8,9 +8,11 @@ import torch
 from ranker.capture.feature_store import FeatureStore
 from ranker.capture.fingerprint import ModelFingerprint
 from ranker.capture.sampling import SamplingConfig
-from ranker.evaluation.store_scores import score_store, subset_scorer
+from ranker.evaluation.store_scores import subset_scorer
+from ranker.rankers.calibration import PlattCalibration, fit_platt
 from ranker.rankers.estimator import LanguageRanker
-from ranker.rankers.store_training import store_queries
+from ranker.rankers.store_training import train_on_store
+from ranker.rankers.training_groups import store_queries
 from ranker.tasks import Problem
 
 
@@ -51,4 +53,15 @@ def test_subset_scores_are_the_scores_of_those_candidates_alone(store):
     expected = ranker.score(q.instruction, q.responses[[1, 2, 4]], q.mean_logprob[[1, 2, 4]],
                             [q.vote_keys[k] for k in (1, 2, 4)])
     torch.testing.assert_close(scores[3], expected)
-    assert not torch.allclose(scores, score_store(ranker, store)[:, [1, 2, 4]])  # not the full list's scores
+    assert not torch.allclose(scores, ranker.score_store(store)[:, [1, 2, 4]])  # not the full list's scores
+
+
+def test_train_on_store_fits_a_calibrated_ranker_and_describes_the_store(store):
+    ranker = train_on_store(store, 1, kind="point", epochs=2, fusion_folds=2, training_data={"source": "synthetic"})
+    assert ranker.fingerprint_ == store.feature_fingerprint(1)
+    # Platt on every training candidate's (fused) score, as the store lays them out
+    a, b = fit_platt(ranker.score_store(store).flatten(), store.labels().flatten())
+    assert ranker.calibration_ == PlattCalibration(a, b, "training")
+    assert {k: ranker.training_data_[k] for k in ("store_problems", "candidates_per_problem", "families", "layer", "source")} == {
+        "store_problems": 12, "candidates_per_problem": 6, "families": [""], "layer": 1, "source": "synthetic"}
+    assert ranker.training_data_["num_candidates"] == 72  # the counts training adds

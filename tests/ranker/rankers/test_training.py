@@ -3,9 +3,11 @@ import math
 import pytest
 import torch
 
+from ranker.core.training_loop import TrainProgress
 from ranker.rankers.networks import RankerConfig, build_ranker
 from ranker.rankers.synthetic import make_synthetic_queries
-from ranker.rankers.training import TrainConfig, TrainProgress, evaluate_ranker, score_queries, train_ranker
+from ranker.rankers.train_config import TrainConfig
+from ranker.rankers.training import evaluate_ranker, score_queries, train_ranker
 from ranker.rankers.training_groups import RankingQuery
 
 H = 32

@@ -1,0 +1,44 @@
+"""The method table: every selection method's name, its label for people, and the order to show them in.
+
+One table for every place that lists methods (the README tables, the plots' legends, the CLI's
+`eval` table, bench/ranker_vs_rm.py): the ceiling first, then the rankers, the reward models, and
+the selection rules that need no training, from the strongest expected to the weakest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+METHOD_LABELS = {  # name (as ranker.evaluation.selection and the experiments report it) -> label, in display order
+    "oracle": "oracle (any correct)",
+    "list_ranker": "ListRanker",
+    "point_ranker": "PointRanker",
+    "list_ranker_hidden": "ListRanker, hidden states only",
+    "point_ranker_hidden": "PointRanker, hidden states only",
+    "beam_search": "beam search",
+    "rm_base": "RM (base, LoRA)",
+    "rm_small": "RM (small, MiniLM)",
+    "max_logprob": "max mean log-prob",
+    "majority": "majority vote",
+    "first": "first sample",
+    "random": "random",
+    "per_sample": "per-sample accuracy",  # the mean label of all candidates: no pick, so no line or table row of its own
+}
+NOT_SELECTORS = ("per_sample",)  # methods of the table that pick no candidate
+
+
+def method_label(name: str) -> str:
+    """The label of a method; an unknown name is its own label."""
+    return METHOD_LABELS.get(name, name)
+
+
+def display_order(names: Iterable[str], selectors_only: bool = False) -> list[str]:
+    """`names` in the table's order, then the names the table does not know, sorted.
+
+    selectors_only: keep only the table's methods that pick a candidate (what the README's main
+    table and the scaling plot show).
+    """
+    names = set(names)
+    if selectors_only:
+        return [n for n in METHOD_LABELS if n in names and n not in NOT_SELECTORS]
+    return [n for n in METHOD_LABELS if n in names] + sorted(names - set(METHOD_LABELS))

@@ -1,0 +1,44 @@
+"""The shipped rankers: they load in the current card format, and only for the base model they were trained on."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ranker.capture.fingerprint import ModelFingerprint
+from ranker.core.cards import CARD_NAME
+from ranker.rankers.calibration import PlattCalibration
+from ranker.rankers.shipped import SHIPPED_RANKERS, existing_shipped, load_compatible, load_for_model
+
+EMBEDDED = ModelFingerprint("gguf:SmolLM2-135M-Instruct.Q4_1.gguf",
+                            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 30, 576)
+
+
+@pytest.mark.parametrize("name", list(SHIPPED_RANKERS))
+def test_shipped_cards_load_with_their_fusion_weights_and_calibration_exactly(name):
+    path = SHIPPED_RANKERS[name]
+    card = json.loads((path / CARD_NAME).read_text())
+    ranker = load_for_model(path, EMBEDDED)
+    assert ranker.fingerprint_.model == EMBEDDED and ranker.fingerprint_.layer == card["fingerprint"]["layer"]
+    assert ranker.fusion.weights == card["fusion"]["weights"] and ranker.fusion.global_weights == card["fusion"]["global_weights"]
+    assert ranker.fusion.num_clusters == len(card["fusion"]["weights"]) == ranker.fusion.centroids.shape[0]
+    assert ranker.calibration_ == PlattCalibration(**card["calibration"]) and ranker.calibration_.source == "training"
+    assert ranker.fusion_config_.enabled and ranker.get_params()["fusion_clusters"] == (1, 2, 4, 8)
+    assert ranker.kind == {"list_ranker": "list", "point_ranker": "point"}[name]
+    q = torch.zeros(ranker.n_features_in_)
+    scores = ranker.score(q, torch.eye(4, ranker.n_features_in_), torch.full((4,), -0.5), ["1", "1", "2", None])
+    assert torch.equal(ranker.probability_correct(scores), torch.sigmoid(ranker.calibration_.a * scores + ranker.calibration_.b))
+
+
+def test_load_compatible_keeps_the_rankers_of_this_model_and_says_why_it_skips_the_others(tmp_path):
+    assert existing_shipped() == SHIPPED_RANKERS  # this checkout ships both
+    rankers, skipped = load_compatible(SHIPPED_RANKERS, EMBEDDED)
+    assert sorted(rankers) == sorted(SHIPPED_RANKERS) and skipped == {}
+    other = replace(EMBEDDED, model_id="tiny-llm", revision="f" * 64)
+    rankers, skipped = load_compatible({**SHIPPED_RANKERS, "missing": tmp_path / "none"}, other)
+    assert rankers == {}
+    assert "trained on gguf:SmolLM2-135M-Instruct.Q4_1.gguf" in skipped["list_ranker"] and "tiny-llm" in skipped["list_ranker"]
+    assert "card.json not found" in skipped["missing"]
+    with pytest.raises(ValueError, match="tiny-llm"):
+        load_for_model(SHIPPED_RANKERS["point_ranker"], other)
