@@ -25,9 +25,34 @@ def requirements(lines) -> dict[str, Requirement]:
     return {normalise(r.name): r for r in parsed if normalise(r.name) != SELF}
 
 
+CPU_TORCH_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
+
+
+def requirement_file_lines(text: str) -> list[str]:
+    """The non-blank lines of a requirements file, without comments."""
+    return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
+
+
 def spaces_requirements() -> list[str]:
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
-    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+    """requirements.txt's requirements, without its option lines (checked on their own below)."""
+    return [line for line in requirement_file_lines((ROOT / "requirements.txt").read_text()) if not line.startswith("-")]
+
+
+def test_requirements_txt_takes_torch_from_the_cpu_index_and_has_no_other_option():
+    lines = requirement_file_lines((ROOT / "requirements.txt").read_text())
+    assert [line for line in lines if line.startswith("-")] == [CPU_TORCH_INDEX]
+    assert lines.index(CPU_TORCH_INDEX) < lines.index("torch==2.13.0")  # the index is named before the pin it serves
+
+
+def test_setup_sh_installs_requirements_txt_without_the_index_line():
+    """Only package registries are reachable where setup.sh runs, so it must not hand pip the PyTorch index."""
+    printed = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh"), "--print-requirements"], cwd="/",
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    original = (ROOT / "requirements.txt").read_text().splitlines()
+    assert printed.splitlines() == [line for line in original if line.strip() != CPU_TORCH_INDEX]
+    assert len(printed.splitlines()) == len(original) - 1
+    script = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "-r requirements.txt" not in script and 'pip_install -r "$requirements"' in script
 
 
 def test_requirements_txt_is_the_core_app_and_reward_requirements_exactly():

