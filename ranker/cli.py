@@ -198,9 +198,14 @@ def cmd_train(args) -> None:
         ranker.record_metrics(val_accuracy=accuracy, val_auroc=quality["auroc"], val_ece=quality["ece"])
         message += (f"; held-out best-of-{val_store.num_candidates} {accuracy['ranker']:.1%} (first sample "
                     f"{accuracy['first']:.1%}, oracle {accuracy['oracle']:.1%}), AUROC {quality['auroc']:.3f}")
-    ranker.save(args.out)
+    save_and_report(ranker, args.out, message)
+
+
+def save_and_report(model, out: str, message: str) -> None:
+    """Save a fitted ranker or reward model to `out`, then print what was trained and where it went."""
+    model.save(out)
     print(message)
-    print(f"saved to {args.out}")
+    print(f"saved to {out}")
 
 
 def add_train(sub) -> None:
@@ -451,13 +456,17 @@ def add_experiment(sub) -> None:
     parser.set_defaults(func=cmd_experiment)
 
 
+def require_results(found, results_dir):
+    """`found` (figures or report text made from the results CSVs), or a ValueError when there were none."""
+    if not found:
+        raise ValueError(f"no results files in {results_dir}; run `python -m ranker experiment` first")
+    return found
+
+
 def cmd_plots(args) -> None:
     from ranker.experiments.plots import load_figures, save_pngs
 
-    figures = load_figures(args.results)
-    if not figures:
-        raise ValueError(f"no results files in {args.results}; run `python -m ranker experiment` first")
-    for path in save_pngs(figures, args.out):
+    for path in save_pngs(require_results(load_figures(args.results), args.results), args.out):
         print(f"wrote {path}")
 
 
@@ -473,10 +482,7 @@ def add_plots(sub) -> None:
 def cmd_report(args) -> None:
     from ranker.experiments.report import report
 
-    text = report(args.results)
-    if not text:
-        raise ValueError(f"no results files in {args.results}; run `python -m ranker experiment` first")
-    print(text)
+    print(require_results(report(args.results), args.results))
 
 
 def add_report(sub) -> None:
@@ -509,9 +515,7 @@ def cmd_train_rm(args) -> None:
         accuracy = evaluate_selection(val, {"rm": rm.score_store(val)})
         rm.record_metrics(val_accuracy=accuracy)
         message += f"; held-out best-of-{val.num_candidates} {accuracy['rm']:.1%} (first sample {accuracy['first']:.1%})"
-    rm.save(args.out)
-    print(message)
-    print(f"saved to {args.out}")
+    save_and_report(rm, args.out, message)
 
 
 def add_train_rm(sub) -> None:
