@@ -36,16 +36,22 @@ def parse_layers(text: str) -> list[int | float]:
 
 
 def print_progress(label: str):
-    """A progress callback (done, total) that prints elapsed and remaining time to stderr."""
+    """A progress callback (done, total) that prints elapsed and remaining time to stderr.
+
+    `report.shown` is the last (done, total) printed (None before the first), so that a caller
+    can end an unfinished line.
+    """
     start = time.perf_counter()
 
     def report(done: int, total: int) -> None:
+        report.shown = (done, total)
         elapsed = time.perf_counter() - start
         eta = elapsed / done * (total - done) if done else 0.0
         print(f"\r{label}: {done}/{total} prompts, {elapsed:.0f} s elapsed, ~{eta:.0f} s left", end="", file=sys.stderr, flush=True)
         if done == total:
             print(file=sys.stderr)
 
+    report.shown = None
     return report
 
 
@@ -101,34 +107,56 @@ def load_problems(args) -> tuple[list, list]:
 
 
 def cmd_build(args) -> None:
-    from ranker.capture.base_model import load_base_model
+    """Build OUT/train and OUT/test through chunk folders, with every process of the job (see distributed_build)."""
+    from ranker.capture.distributed_build import (
+        load_rank_base_model,
+        merge_when_complete,
+        plan_parts,
+        process_state,
+        write_parts,
+    )
+    from ranker.capture.feature_store import FeatureStore
     from ranker.capture.sampling import SamplingConfig
-    from ranker.capture.store_builder import build_store
 
     train, test = load_problems(args)
     sampling = SamplingConfig(
         num_candidates=args.n, temperature=args.temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, seed=args.seed,
     ).validate()
-    base = load_base_model(args.model)
-    out = Path(args.out)
     test_n = args.n if getattr(args, "test_n", None) is None else args.test_n
     if test_n < 1:
         raise ValueError(f"--test-n must be at least 1, got {test_n}")
+    if args.prompts_per_call < 1:
+        raise ValueError(f"--prompts-per-call must be at least 1, got {args.prompts_per_call}")
+    state = process_state()
+    base = load_rank_base_model(args.model, state)
+    out = Path(args.out)
+    where = f" on {state.num_processes} processes" if state.num_processes > 1 else ""
+    jobs = []
     for name, problems, offset, n in (("train", train, 0, args.n), ("test", test, 1_000_000, test_n)):
         if not problems:
             continue
         # Different seeds for the two splits, so they share no sampling stream.
         config = SamplingConfig(**{**sampling.to_dict(), "seed": sampling.seed + offset, "num_candidates": n})
         # Keep the rows per generate call about constant when the held-out N differs.
-        per_call = max(1, args.prompts_per_call * args.n // n)
-        store = build_store(base, problems, config, args.layers, prompts_per_call=per_call,
-                            progress=print_progress(f"build {name}"))
-        store.save(out / name)
+        per_chunk = max(1, args.prompts_per_call * args.n // n)
+        jobs.append((name, plan_parts(base, problems, config, args.layers, out / name, prompts_per_chunk=per_chunk, state=state)))
+    state.wait_for_everyone()  # the one meeting: no chunk is written before every process has listed its own
+    # Every process writes its chunks of both splits before the main process waits for the
+    # others' chunks, so no process idles between the splits.
+    for name, job in jobs:
+        progress = print_progress(f"build {name}{where}") if state.is_main_process else None
+        write_parts(base, job, progress)
+        if progress and progress.shown and progress.shown[0] < progress.shown[1]:
+            print(file=sys.stderr)  # end the line: the other processes finish the rest
+    for name, job in jobs:
+        if merge_when_complete(job, state=state) is None:
+            continue  # not the main process: the main process merges and reports
+        store = FeatureStore.load(job.out)
         labels = store.labels()
-        print(f"{name}: {len(problems)} prompts x N={n} -> {out / name} "
-              f"(per-sample accuracy {labels.mean():.1%}, oracle@{n} {labels.max(dim=1).values.mean():.1%}, "
-              f"layers {list(store.layers)}, {store.info['build_seconds']:.0f} s)")
+        print(f"{name}: {job.plan.num_problems} prompts x N={store.num_candidates} -> {job.out} "
+              f"(per-sample accuracy {labels.mean():.1%}, oracle@{store.num_candidates} {labels.max(dim=1).values.mean():.1%}, "
+              f"layers {list(store.layers)}, {store.info['build_seconds']:.0f} s of sampling{where})")
         print(store.family_summary().to_string(float_format=lambda v: f"{v:.1%}"))
 
 
@@ -138,7 +166,10 @@ def add_build(sub) -> None:
         help="sample N candidates per prompt, label them with the checker, and store their features",
         description="Sample N candidates for every prompt of a task set with the base model, capture the "
         "ranking features during generation, label each candidate with the task's checker, and write "
-        "OUT/train and OUT/test feature stores.",
+        "OUT/train and OUT/test feature stores. Runs as one process, or under torchrun (CPUs) or "
+        "`accelerate launch --multi_gpu` (GPUs, nodes) with the prompts' chunks spread over the processes; "
+        "the store is the same for any number of processes. Chunks are written to OUT/<split>.parts/ "
+        "as they finish, so a rerun of the same command after a crash resumes where it stopped.",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tasks", default=DEFAULT_FAMILIES, help=f"comma-separated task families (default: {DEFAULT_FAMILIES})")
@@ -156,10 +187,12 @@ def add_build(sub) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--prompts-per-call", type=int, default=8, help="prompts per generate call (default 8)")
+    parser.add_argument("--prompts-per-call", type=int, default=8, help="prompts per generate call: one chunk, the unit that is sampled "
+                        "with its own seed, spread over processes and resumed (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="base model: hub id, folder or .gguf (default: $LANGUAGE_RANKER_MODEL, else embedded)")
-    parser.add_argument("--out", required=True, help="output folder; OUT/train and OUT/test are written")
+    parser.add_argument("--out", required=True, help="output folder; OUT/train and OUT/test are written (on a file "
+                        "system that every node sees, for a multi-node build)")
     parser.set_defaults(func=cmd_build)
 
 
@@ -549,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     add_experiment(sub)
     add_plots(sub)
     add_report(sub)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m ranker -- build --n 8`: the `--` keeps torchrun from reading --n
+        argv = argv[1:]
     args = parser.parse_args(argv)
     try:
         args.func(args)
