@@ -291,17 +291,28 @@ def status(field):
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
 
+def store_pages(folder):
+    # Resident bytes of the mappings of files under `folder` (the store's shards), from /proc/self/smaps.
+    resident, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line: address range, perms, offset, dev, inode[, path]
+            inside = len(fields) >= 6 and fields[5].startswith(folder)
+        elif inside and fields[0] == "Rss:":
+            resident += int(fields[1]) * 1024
+    return resident
+
 # One thread: the thread pool's malloc arenas make the anonymous memory vary from run to run.
 torch.set_num_threads(1)
 pandas.read_parquet(sys.argv[1] + "/candidates.parquet")  # pyarrow sets up its memory pool on its first read
 open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM) here
-base, base_file = status("VmRSS"), status("RssFile")
+base = status("VmRSS")
 store = FeatureStore.load(sys.argv[1])
 loaded = status("VmHWM") - base
 total, file_pages = 0.0, 0
 for batch in store.iter_problem_batches(None, 16):
     total += float(batch.responses.sum(dtype=torch.float64))
-    file_pages = max(file_pages, status("RssFile") - base_file)  # the store's pages still mapped after a batch
+    file_pages = max(file_pages, store_pages(sys.argv[1]))  # the store's pages still resident after a batch
 print(json.dumps({"load": loaded, "iterate": status("VmHWM") - base, "file_pages": file_pages, "total": total}))
 """
 
@@ -325,12 +336,15 @@ def test_opening_a_store_reads_no_features_and_streaming_it_stays_bounded(tmp_pa
     assert 190e6 < size < 220e6
     root = Path(__file__).resolve().parents[3]
     result = subprocess.run([sys.executable, "-c", RSS_PROBE, str(merged)], capture_output=True, text=True, cwd=root,
-                            env={**__import__("os").environ, "PYTHONPATH": str(root)}, timeout=120)
+                            env={**__import__("os").environ, "PYTHONPATH": str(root),
+                                 # a fixed threshold: glibc's moving one keeps freed batch buffers on the heap at random
+                                 "MALLOC_MMAP_THRESHOLD_": "1048576"}, timeout=120)
     assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout)
     assert measured["total"] == pytest.approx(expected, rel=1e-9)  # it did read every feature of layer 1
     print(f"store {size / 1e6:.0f} MB: RSS +{measured['load'] / 1e6:.1f} MB to open it, peak "
           f"+{measured['iterate'] / 1e6:.1f} MB to read it all in batches, {measured['file_pages'] / 1e6:.1f} MB of its pages kept")
     assert measured["load"] < 0.05 * size, measured
-    assert measured["file_pages"] < 0.05 * size, measured  # without dropping the pages read, this is the store's size
+    batch_bytes = 16 * 64 * 3 * 2048 * 2  # one batch of prompts, every layer (reading one layer touches its pages)
+    assert measured["file_pages"] < 2 * batch_bytes, measured  # without dropping the pages read, this is the store's size
     assert measured["iterate"] < 0.35 * size, measured
