@@ -24,6 +24,12 @@ cluster (k-means on the training instructions, the number of clusters cross-vali
 `ranker.rankers.fusion.Fusion`). `fused == False` is the hidden-state ranker alone (the paper's ranker;
 `fusion=False` forces it).
 
+Streaming: `fit` also takes a `StorePool` (ranker.rankers.training_groups) instead of queries, a
+store's problems whose response features stay in the store. Training, the fusion's fold rankers
+and the calibration's scoring then read the store prompt batch by prompt batch, and keep only
+(P, N) scores and the (P, H) instructions in memory; the fitted ranker is the one that the store's
+queries give (ranker.rankers.training, "Streaming").
+
 Calibration (`ranker.rankers.calibration`): `fit(..., calibrate=True)` fits Platt scaling on the
 (fused) scores from `calibration_source`; `probability_correct(scores)` applies it.
 
@@ -62,12 +68,13 @@ from ranker.rankers.fusion import (
     fit_fusion,
     fold_indices,
     fuse,
+    pool_signals,
     query_signals,
 )
 from ranker.rankers.networks import Ranker, RankerConfig, build_ranker
 from ranker.rankers.train_config import TrainConfig
-from ranker.rankers.training import resolve_loss, score_queries, train_ranker
-from ranker.rankers.training_groups import QueryLike, store_queries
+from ranker.rankers.training import resolve_loss, score_pool, score_queries, train_ranker
+from ranker.rankers.training_groups import QueryLike, StorePool, store_queries
 
 if TYPE_CHECKING:  # only a type here: importing the store would load the base-model code for every ranker user
     from ranker.capture.feature_store import FeatureStore
@@ -123,8 +130,8 @@ class LanguageRanker:
 
     def fit(
         self,
-        queries: Sequence[QueryLike],
-        val_queries: Sequence[QueryLike] | None = None,
+        queries: Sequence[QueryLike] | StorePool,
+        val_queries: Sequence[QueryLike] | StorePool | None = None,
         fingerprint: FeatureFingerprint | None = None,
         progress: Callable[[TrainProgress], None] | str | None = None,
         *,
@@ -133,6 +140,8 @@ class LanguageRanker:
         training_data: dict | None = None,
     ) -> "LanguageRanker":
         """Build a fresh ranker and train it on `queries` (then fusion, then calibration). Returns self.
+
+        queries, val_queries: queries, or StorePools to stream from a store (module docstring).
 
         fingerprint: identifies the base model and layer the features came from; stored in
         checkpoints so that loading can refuse features from anything else.
@@ -143,7 +152,8 @@ class LanguageRanker:
         """
         if len(queries) == 0:
             raise ValueError("fit needs at least one query, got none")
-        hidden_size = int(queries[0].instruction.shape[-1])
+        streaming = isinstance(queries, StorePool)
+        hidden_size = queries.hidden_size if streaming else int(queries[0].instruction.shape[-1])
         if fingerprint is not None and fingerprint.model.hidden_size != hidden_size:
             raise ValueError(
                 f"features have hidden size {hidden_size}, "
@@ -164,7 +174,8 @@ class LanguageRanker:
         self.model_, self.ranker_config_, self.train_config_ = model, ranker_config, train_config
         self.fusion_config_, self.fingerprint_, self.n_features_in_ = fusion_config, fingerprint, hidden_size
         self.fusion_, self.fusion_report_ = Fusion([dict(RANKER_ONLY)]), None
-        signals = [{k: v for k, v in query_signals(q).items() if k in fusion_config.signals} for q in queries]
+        every = pool_signals(queries) if streaming else [query_signals(q) for q in queries]
+        signals = [{k: v for k, v in s.items() if k in fusion_config.signals} for s in every]
         if fusion_config.enabled and any(signals) and len(queries) >= 2 * fusion_config.folds:
             self.fusion_, self.fusion_report_ = self._cross_fit_fusion(queries, signals, ranker_config, train_config,
                                                                        fusion_config)
@@ -181,23 +192,33 @@ class LanguageRanker:
     def _cross_fit_fusion(self, queries, signals, ranker_config: RankerConfig, train_config: TrainConfig,
                           fusion_config: FusionConfig) -> tuple[Fusion, dict]:
         """Out-of-fold scores from `fusion_config.folds` rankers, then the fusion weights (ranker.rankers.fusion)."""
+        streaming = isinstance(queries, StorePool)
         oof: list[Tensor | None] = [None] * len(queries)
         for held in fold_indices(len(queries), fusion_config.folds, train_config.seed):
             held_set = set(held)
+            rest = [i for i in range(len(queries)) if i not in held_set]
             with seeded(train_config.seed):
                 model = build_ranker(ranker_config)
-            train_ranker(model, [q for i, q in enumerate(queries) if i not in held_set], train_config)
-            for i, scores in zip(held, score_queries(model, [queries[i] for i in held])):
+            if streaming:
+                train_ranker(model, queries.subset(rest), train_config)
+                scored = score_pool(model, queries.subset(held))
+            else:
+                train_ranker(model, [queries[i] for i in rest], train_config)
+                scored = score_queries(model, [queries[i] for i in held])
+            for i, scores in zip(held, scored):
                 oof[i] = scores
-        labels = [q.labels.float().cpu() for q in queries]
-        instructions = torch.stack([q.instruction.float().cpu() for q in queries])
+        if streaming:
+            labels, instructions = queries.label_rows(), queries.instructions.float().cpu()
+        else:
+            labels = [q.labels.float().cpu() for q in queries]
+            instructions = torch.stack([q.instruction.float().cpu() for q in queries])
         return fit_fusion(oof, signals, labels, instructions, l2=fusion_config.l2, clusters=fusion_config.clusters,
                           seed=train_config.seed)
 
-    def _fit_calibration(self, queries: Sequence[QueryLike], source: str) -> PlattCalibration:
+    def _fit_calibration(self, queries: Sequence[QueryLike] | StorePool, source: str) -> PlattCalibration:
         """Platt scaling on the fitted ranker's (fused) scores of `source`'s candidates (see `fit`)."""
         scores = torch.cat(self.score_queries(queries))
-        labels = torch.cat([q.labels.float().cpu() for q in queries])
+        labels = queries.labels if isinstance(queries, StorePool) else torch.cat([q.labels.float().cpu() for q in queries])
         return fit_calibration(scores, labels, source)
 
     def record_metrics(self, **metrics) -> "LanguageRanker":
@@ -283,10 +304,17 @@ class LanguageRanker:
                              "(ranker.rankers.store_training.train_on_store does)")
         return self.calibration_(torch.as_tensor(scores))
 
-    def score_queries(self, queries: Sequence[QueryLike]) -> list[Tensor]:
-        """`score` for many queries at once (batched): a list of (K_q,) tensors (fused, as `score`)."""
-        raw = score_queries(self._check_fitted(), queries)
+    def score_queries(self, queries: Sequence[QueryLike] | StorePool) -> list[Tensor]:
+        """`score` for many queries at once (batched): a list of (K_q,) tensors (fused, as `score`).
+
+        queries may be a StorePool: its prompts are then read from the store a chunk at a time.
+        """
         fusion = self.fusion
+        if isinstance(queries, StorePool):
+            raw = score_pool(self._check_fitted(), queries)
+            return [fuse(s, fusion.weights_for(queries.instructions[q]), queries.mean_logprob[q], queries.vote_keys[q])
+                    for q, s in enumerate(raw)]
+        raw = score_queries(self._check_fitted(), queries)
         return [fuse(s, fusion.weights_for(q.instruction), getattr(q, "mean_logprob", None), getattr(q, "vote_keys", None))
                 for s, q in zip(raw, queries)]
 
@@ -303,10 +331,11 @@ class LanguageRanker:
             self.fingerprint_.check_compatible(store.feature_fingerprint(layer), what="ranker")
         return torch.stack(self.score_queries(store_queries(store, layer, index)))
 
-    def evaluate(self, queries: Sequence[QueryLike]) -> RankingMetrics:
-        """Best-of-N, random and oracle accuracy, and AUROC on labelled `queries`."""
+    def evaluate(self, queries: Sequence[QueryLike] | StorePool) -> RankingMetrics:
+        """Best-of-N, random and oracle accuracy, and AUROC on labelled `queries` (or every query of a StorePool)."""
         self._check_fitted()
-        return ranking_metrics(self.score_queries(queries), [q.labels.float().cpu() for q in queries])
+        labels = queries.label_rows() if isinstance(queries, StorePool) else [q.labels.float().cpu() for q in queries]
+        return ranking_metrics(self.score_queries(queries), labels)
 
     # --- persistence --------------------------------------------------------------------------
 

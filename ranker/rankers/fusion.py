@@ -46,7 +46,7 @@ from torch import Tensor
 
 from ranker.core.cards import CardEntry
 from ranker.evaluation.metrics import best_of_n_accuracy
-from ranker.rankers.training_groups import QueryLike
+from ranker.rankers.training_groups import QueryLike, StorePool
 
 SIGNALS = ("mean_logprob", "vote_share")
 RANKER_ONLY = {"ranker": 1.0}
@@ -117,6 +117,12 @@ def query_signals(query: QueryLike) -> dict[str, Tensor]:
     if vote_keys is not None:
         signals["vote_share"] = vote_shares(vote_keys)
     return signals
+
+
+def pool_signals(pool: StorePool) -> list[dict[str, Tensor]]:
+    """`query_signals` of every query of a StorePool, from its metadata (no feature is read)."""
+    return [{"mean_logprob": pool.mean_logprob[q], "vote_share": vote_shares(pool.vote_keys[q])}
+            for q in range(pool.num_queries)]
 
 
 def fold_indices(num_queries: int, folds: int, seed: int) -> list[list[int]]:

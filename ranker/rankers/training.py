@@ -5,6 +5,12 @@ redrawn every epoch or pointwise candidates, all drawn up front from a generator
 `TrainConfig.seed` (so the schedule knows the step count), and the ranking loss of each batch.
 The loop itself (optimiser groups, schedule, clipping, seeded dropout, threads, evaluation and
 progress) is `ranker.core.training_loop.run_training`, shared with the reward models.
+
+Streaming: `train_ranker` also takes a `StorePool` (ranker.rankers.training_groups), a store's
+problems whose response features stay in the store; each batch then reads only its own prompts.
+Its groups, batches and scores are those of the in-memory pool of the same store, so the same
+seed gives the same weights; only the input normalisation of a store whose responses exceed
+`NORM_FIT_BYTES` is fitted on a sample of its prompts instead of all.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +31,7 @@ from ranker.rankers.training_groups import (
     FeaturePool,
     GroupIndex,
     QueryLike,
+    StorePool,
     collate,
     pad_queries,
     pointwise_examples,
@@ -44,7 +52,7 @@ def resolve_loss(config: TrainConfig, kind: str, label_type: str) -> tuple[str, 
 
 
 def _plan_batches(
-    pool: FeaturePool, config: TrainConfig, listwise: bool, contrast: bool, generator: torch.Generator
+    pool: FeaturePool | StorePool, config: TrainConfig, listwise: bool, contrast: bool, generator: torch.Generator
 ) -> tuple[list[GroupIndex], list[int]]:
     """All batches of the run, drawn up front so the schedule knows the step count. Also groups per epoch."""
     batches: list[GroupIndex] = []
@@ -86,19 +94,49 @@ def score_queries(model: Ranker, queries: Sequence[QueryLike], batch_size: int =
     return out
 
 
-def evaluate_ranker(model: Ranker, queries: Sequence[QueryLike]) -> RankingMetrics:
-    """Best-of-N accuracy, random and oracle accuracy, and AUROC on `queries`."""
+SCORE_BYTES = 64 << 20  # float32 response features per chunk when `score_pool` scores a store
+
+
+@torch.no_grad()
+def score_pool(model: Ranker, pool: StorePool, batch_size: int = 256) -> Tensor:
+    """(Q, N) float32 CPU scores of every candidate of a StorePool, reading `batch_size` prompts at a time.
+
+    The chunks are those of `score_queries` (fewer prompts per chunk only where `batch_size` of
+    them would exceed SCORE_BYTES), so a small store's scores equal those of its queries.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    per_prompt = pool.num_candidates * pool.hidden_size * 4
+    batch_size = max(1, min(batch_size, SCORE_BYTES // per_prompt))
+    out = torch.empty(pool.num_queries, pool.num_candidates)
+    for start in range(0, pool.num_queries, batch_size):
+        queries = np.arange(start, min(start + batch_size, pool.num_queries))
+        instruction, responses = pool.features(queries)
+        mask = torch.ones(responses.shape[:2], dtype=torch.bool, device=device)
+        out[start : start + len(queries)] = model(instruction.to(device, dtype), responses.to(device, dtype), mask).float().cpu()
+    model.train(was_training)
+    return out
+
+
+def evaluate_ranker(model: Ranker, queries: Sequence[QueryLike] | StorePool) -> RankingMetrics:
+    """Best-of-N accuracy, random and oracle accuracy, and AUROC on `queries` (or every query of a StorePool)."""
+    if isinstance(queries, StorePool):
+        return ranking_metrics(list(score_pool(model, queries)), queries.label_rows())
     return ranking_metrics(score_queries(model, queries), [q.labels.float().cpu() for q in queries])
 
 
 def train_ranker(
     model: Ranker,
-    train_queries: Sequence[QueryLike],
+    train_queries: Sequence[QueryLike] | StorePool,
     config: TrainConfig | None = None,
-    val_queries: Sequence[QueryLike] | None = None,
+    val_queries: Sequence[QueryLike] | StorePool | None = None,
     progress: Callable[[TrainProgress], None] | str | None = None,
 ) -> TrainResult:
     """Train `model` in place on `train_queries`; evaluate on `val_queries` if given.
+
+    Either may be a StorePool instead of queries: training then streams (module docstring).
 
     progress: a callable receiving a `TrainProgress` after every step, or "tqdm" for a progress bar.
     Same config.seed, same initial weights and same data give identical final weights on CPU.
@@ -108,7 +146,7 @@ def train_ranker(
     started = time.perf_counter()
     loss_name, listwise, contrast = resolve_loss(config, model.config.kind, model.config.label_type)
     loss_fn = get_loss(loss_name)
-    pool = FeaturePool.from_queries(train_queries)
+    pool = train_queries if isinstance(train_queries, StorePool) else FeaturePool.from_queries(train_queries)
     if pool.hidden_size != model.config.hidden_size:
         raise ValueError(
             f"training features have hidden size {pool.hidden_size}, but the ranker expects {model.config.hidden_size}"
@@ -120,7 +158,7 @@ def train_ranker(
 
     model.to(config.device).train()
     if model.input_norm.needs_fit:  # only the first time: refitting would shift a trained model's inputs
-        model.input_norm.fit(pool.instructions, pool.responses)
+        model.input_norm.fit(*pool.norm_fit_features())
 
     def batch_loss(groups: GroupIndex) -> Tensor:
         batch = collate(pool, groups)

@@ -12,6 +12,12 @@ holding all of them (repeats would be the same set).
 
 Pointwise data: every (instruction, candidate, label) triple once. It is stored as a group of size 1,
 so both kinds of data go through the same padded batch and the same model call.
+
+Two pools hold the candidates that groups index: `FeaturePool`, every feature stacked in memory,
+and `StorePool`, a feature store's problems whose response features stay in the store and are read
+batch by batch (streaming training of a store larger than memory). Both number their rows alike and
+groups are drawn from their labels and offsets only, so the same generator draws the same groups
+from either, and `collate` gives the same batches.
 """
 
 from __future__ import annotations
@@ -156,6 +162,10 @@ class FeaturePool:
         moved = (t.to(device) for t in (self.instructions, self.responses, self.labels))
         return FeaturePool(*moved, offsets=self.offsets, query_ids=self.query_ids)
 
+    def norm_fit_features(self) -> tuple[Tensor, Tensor]:
+        """(instructions (Q, H), responses (N, H)) that the ranker's input normalisation is fitted on: all of them."""
+        return self.instructions, self.responses
+
     def summary(self) -> dict:
         """Counts that a checkpoint card records about its training data."""
         counts = self.offsets.diff()
@@ -185,7 +195,7 @@ class GroupIndex:
 
 
 def sample_groups(
-    pool: FeaturePool,
+    pool: FeaturePool | StorePool,
     group_size: int,
     groups_per_query: int,
     generator: torch.Generator,
@@ -226,7 +236,7 @@ def sample_groups(
     return index
 
 
-def pointwise_examples(pool: FeaturePool) -> GroupIndex:
+def pointwise_examples(pool: FeaturePool | StorePool) -> GroupIndex:
     """Every candidate once, as a group of size 1 (all N of them)."""
     counts = pool.offsets.diff()
     query = torch.repeat_interleave(torch.arange(pool.num_queries), counts)
@@ -244,8 +254,10 @@ class Batch:
     mask: Tensor  # (B, K) bool
 
 
-def collate(pool: FeaturePool, groups: GroupIndex) -> Batch:
+def collate(pool: FeaturePool | StorePool, groups: GroupIndex) -> Batch:
     """Gather the features of `groups` from `pool` into one padded batch (on the pool's device)."""
+    if isinstance(pool, StorePool):
+        return pool.collate(groups)
     device = pool.responses.device
     rows, mask = groups.rows.to(device), groups.mask.to(device)
     return Batch(
@@ -265,3 +277,127 @@ def pad_queries(queries: Sequence[QueryLike], dtype: torch.dtype = torch.float32
     mask = position < counts[:, None]
     rows = (pool.offsets[:-1, None] + position).masked_fill(~mask, 0)
     return collate(pool, GroupIndex(torch.arange(pool.num_queries), rows, mask))
+
+
+NORM_FIT_BYTES = 32 << 20  # float32 response features a StorePool reads to fit the input normalisation
+
+
+@dataclass
+class StorePool:
+    """A feature store's problems as a training pool whose response features stay in the store.
+
+    In memory: what group sampling reads (`labels`, `offsets`), the (Q, H) instructions (1/N of
+    the features) and the fusion signals; each batch's responses are read from the store when the
+    batch is collated (`FeatureStore.feature_rows`, which drops the pages after), so memory is that
+    of one batch however large the store. Query q is store problem `problems[q]`; rows are numbered
+    as in the `FeaturePool` of `store_queries(store, layer)`, so both pools give the same groups,
+    batches and scores.
+    """
+
+    store: FeatureStore  # where the responses are read (memory-mapped, or in memory for a small store)
+    layer: int  # hidden_states index of the features
+    problems: np.ndarray  # (Q,) int64, store positions of the queries
+    instructions: Tensor  # (Q, H) float32
+    labels: Tensor  # (Q * N,) float32, query-major
+    offsets: Tensor  # (Q + 1,) long, q * N
+    mean_logprob: Tensor  # (Q, N) float32, for score fusion
+    vote_keys: list  # Q lists of N answer keys (None = no answer), for score fusion
+    query_ids: list[str]  # "family/index", as store_queries names them
+    device: str | torch.device = "cpu"  # where collated batches go
+
+    @classmethod
+    def from_store(cls, store: FeatureStore, layer: int | None = None) -> "StorePool":
+        """The pool of every problem of `store` at `layer` (default: its first). Reads only the instructions."""
+        layer = store.layers[0] if layer is None else layer
+        slot = store.layers.index(layer) if layer in store.layers else None
+        if slot is None:
+            raise ValueError(f"layer {layer} is not in this store; it has layers {list(store.layers)}")
+        num_problems, n = len(store.problems), store.num_candidates
+        return cls(
+            # `store.instruction` reads only the instructions (1/N of the features) and the store keeps them
+            store=store, layer=layer, problems=np.arange(num_problems, dtype=np.int64),
+            instructions=store.instruction[:, slot].contiguous(), labels=store.labels().reshape(-1),
+            offsets=torch.arange(num_problems + 1, dtype=torch.long) * n,
+            # straight from the column (what store_queries reads, without a Python float per candidate)
+            mean_logprob=torch.tensor(store.candidates["mean_logprob"].to_numpy(dtype="float32")).view(num_problems, n),
+            vote_keys=store.column("vote_key"), query_ids=[f"{p.family}/{i}" for i, p in enumerate(store.problems)],
+        )
+
+    def __len__(self) -> int:
+        return self.num_queries
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.problems)
+
+    @property
+    def num_candidates(self) -> int:
+        return self.store.num_candidates
+
+    @property
+    def hidden_size(self) -> int:
+        return self.instructions.shape[1]
+
+    def label_rows(self) -> list[Tensor]:
+        """The labels as Q tensors (N,), as each query's `labels`."""
+        return list(self.labels.view(self.num_queries, -1))
+
+    def subset(self, queries: Sequence[int]) -> "StorePool":
+        """The pool of some of its queries, in the given order (no feature is read)."""
+        index = torch.as_tensor(list(queries), dtype=torch.long)
+        n = self.num_candidates
+        return StorePool(
+            store=self.store, layer=self.layer, problems=self.problems[index.numpy()],
+            instructions=self.instructions[index], labels=self.labels.view(-1, n)[index].reshape(-1),
+            offsets=torch.arange(len(index) + 1, dtype=torch.long) * n, mean_logprob=self.mean_logprob[index],
+            vote_keys=[self.vote_keys[q] for q in index.tolist()], query_ids=[self.query_ids[q] for q in index.tolist()],
+            device=self.device,
+        )
+
+    def to(self, device: str | torch.device) -> "StorePool":
+        """The same pool with its instructions, and the batches it collates, on `device`."""
+        moved = StorePool(**{**self.__dict__, "device": device})
+        moved.instructions = self.instructions.to(device)
+        return moved
+
+    def features(self, queries: Sequence[int] | np.ndarray) -> tuple[Tensor, Tensor]:
+        """(instructions (b, H), responses (b, N, H)) float32 of the pool's queries `queries`; reads only their rows."""
+        queries = np.asarray(queries, dtype=np.int64)
+        _, responses = self.store.feature_rows(self.layer, self.problems[queries])
+        return self.instructions[torch.from_numpy(queries).to(self.instructions.device)], responses
+
+    def collate(self, groups: GroupIndex) -> Batch:
+        """One padded batch of `groups` (as `collate` of a FeaturePool), reading each of their prompts once, in store order."""
+        prompts, local = torch.unique(groups.query, return_inverse=True)  # sorted: the shards are read front to back
+        _, responses = self.features(prompts.numpy())  # (u, N, H)
+        n = self.num_candidates
+        candidate = (groups.rows - self.offsets[groups.query, None]).masked_fill(~groups.mask, 0)  # (G, K) within query
+        device = self.device
+        mask = groups.mask.to(device)
+        return Batch(
+            instruction=self.instructions[groups.query.to(self.instructions.device)].to(device),
+            responses=responses.reshape(-1, self.hidden_size)[local[:, None] * n + candidate].to(device),
+            labels=self.labels[groups.rows].to(device).masked_fill(~mask, 0.0),
+            mask=mask,
+        )
+
+    def norm_fit_features(self, max_bytes: int = NORM_FIT_BYTES) -> tuple[Tensor, Tensor]:
+        """(instructions (Q, H), responses (M, H)) to fit the input normalisation on, at most `max_bytes` of responses.
+
+        Every response when they fit (then the statistics are those of the FeaturePool), else those
+        of evenly spaced queries: a deterministic sample that spans the store's families.
+        """
+        per_query = self.num_candidates * self.hidden_size * 4
+        count = min(self.num_queries, max(1, max_bytes // per_query))
+        if count == self.num_queries:
+            queries = np.arange(self.num_queries)
+        else:
+            queries = np.unique(np.linspace(0, self.num_queries - 1, count).round().astype(np.int64))
+        _, responses = self.features(queries)
+        return self.instructions, responses.reshape(-1, self.hidden_size).to(self.instructions.device)
+
+    def summary(self) -> dict:
+        """The counts of `FeaturePool.summary`."""
+        n = self.num_candidates
+        return {"num_queries": self.num_queries, "num_candidates": self.num_queries * n, "min_candidates": n,
+                "max_candidates": n, "mean_label": float(self.labels.float().mean()), "hidden_size": self.hidden_size}
