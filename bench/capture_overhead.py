@@ -1,7 +1,8 @@
 """What does capturing ranking features during generation cost?
 
 Runs plain `model.generate` and `ranker.capture.sampling.sample_candidates_batch` (generate with the
-feature hooks, raw log-probs, and the final decode step) on the same prompts with the same
+feature hooks, the per-step signals — raw log-probs, self-certainty and DeepConf's token
+confidence — and the final decode step) on the same prompts with the same
 seed, alternating which goes first, and reports the median of the per-pair time ratios.
 It also times the alternative this design avoids: a second forward pass over every
 prompt + candidate to read the features afterwards.
@@ -26,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ranker.capture.base_model import BaseModel, load_base_model  # noqa: E402
+from ranker.capture.confidence import StepSignals  # noqa: E402
 from ranker.capture.fingerprint import ModelFingerprint  # noqa: E402
 from ranker.capture.hidden_states import reference_hidden_states, resolve_layers  # noqa: E402
 from ranker.capture.sampling import SamplingConfig, encode_prompts, eos_token_ids, sample_candidates_batch  # noqa: E402
@@ -109,28 +111,22 @@ def second_pass_seconds(base: BaseModel, results, layers: tuple[int, ...]) -> fl
 
 
 def breakdown(base: BaseModel, prompts: list[str], config: SamplingConfig, layers) -> None:
-    """Time, inside one capture run, the two things capture adds to generate."""
+    """Time, inside one capture run, what capture adds to generate: each per-step signal and the final step."""
     import ranker.capture.sampling as sampling
 
-    spent = {"log-probs": 0.0, "final decode step": 0.0}
-    original_call, original_final = sampling._RawLogProbs.__call__, sampling._final_decode_step
-
-    def timed_call(self, input_ids, scores):
-        start = time.perf_counter()
-        result = original_call(self, input_ids, scores)
-        spent["log-probs"] += time.perf_counter() - start
-        return result
+    spent = {"final decode step": 0.0}
+    original_final = sampling._final_decode_step
 
     def timed_final(*args, **kwargs):
         start = time.perf_counter()
         original_final(*args, **kwargs)
         spent["final decode step"] += time.perf_counter() - start
 
-    sampling._RawLogProbs.__call__, sampling._final_decode_step = timed_call, timed_final
+    StepSignals.timings, sampling._final_decode_step = spent, timed_final
     try:
         total, _ = capture_generate(base, prompts, config, layers)
     finally:
-        sampling._RawLogProbs.__call__, sampling._final_decode_step = original_call, original_final
+        StepSignals.timings, sampling._final_decode_step = None, original_final
     for part, seconds in spent.items():
         print(f"breakdown: {part} {seconds:.2f} s = {seconds / total:.1%} of the capture run ({total:.2f} s)")
 
@@ -143,7 +139,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 64; 256 with --random-llama-8b")
     parser.add_argument("--pairs", type=int, default=7, help="alternating plain/capture pairs")
     parser.add_argument("--layer", type=float, default=0.6)
-    parser.add_argument("--breakdown", action="store_true", help="first time the log-probs and the final step in one capture run")
+    parser.add_argument("--breakdown", action="store_true", help="first time each per-step signal (log-probs, self-certainty, token confidence) and the final step in one capture run")
     args = parser.parse_args()
 
     if args.random_llama_8b:

@@ -28,7 +28,10 @@ On disk, a folder (format version 2):
 - `candidates.parquet`: P * N rows ordered by (problem_index, candidate_index): `problem_index`,
   `family`, `candidate_index` (sampling order), `text`, `finish_reason` ("eos"/"length"), `num_tokens`,
   `sum_logprob`, `mean_logprob` (under the raw, untempered distribution), `correct` (the checker's
-  label), `vote_key` (the extracted answer for majority vote; null when none).
+  label), `vote_key` (the extracted answer for majority vote; null when none). Stores built since
+  the confidence signals also have `self_certainty`, `lowest_group_confidence`,
+  `bottom_group_confidence`, `tail_confidence` and `token_confidences` (a list per candidate; see
+  `ranker.capture.confidence`); `has_signals` says whether a store has them.
 - `problems.jsonl`: one problem a line, in store order: `prompt`, `answer`, `checker`, `tests`, `family`.
 
 Why this layout. The features are fixed-shape float tensors, almost all of a store's bytes:
@@ -85,6 +88,8 @@ SHARDS_FOLDER = "features"  # the shards of a larger store
 SHARD_BYTES = 256 << 20  # `save` starts a new shard past this many bytes of features (bounds its memory too)
 _SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 _FEATURES = "the store's features"
+LIST_COLUMNS = ("token_confidences",)  # candidate columns holding one list per candidate
+CONFIDENCE_COLUMNS = ("self_certainty", "lowest_group_confidence", "bottom_group_confidence", "tail_confidence")
 
 
 @dataclass
@@ -282,6 +287,11 @@ class FeatureStore:
     def labels(self) -> torch.Tensor:
         """(P, N) float: 1.0 where the checker accepted the candidate."""
         return torch.tensor(self.candidates["correct"].to_numpy(dtype="float32")).view(len(self.problems), -1)
+
+    @property
+    def has_signals(self) -> bool:
+        """Whether the candidates carry the confidence signals (stores built before them do not)."""
+        return all(column in self.candidates for column in CONFIDENCE_COLUMNS)
 
     def column(self, name: str) -> list[list]:
         """A candidates column as P lists of N values; missing values (NaN after a parquet round trip) are None.
@@ -741,9 +751,13 @@ def _read_candidates(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ValueError(f"{path} not found: the store's candidates are missing")
     try:
-        return pd.read_parquet(path)
+        frame = pd.read_parquet(path)
     except Exception as error:  # pyarrow's errors do not name the file
         raise ValueError(f"{path} is not a readable parquet file (truncated or corrupt?): {error}") from None
+    for column in LIST_COLUMNS:
+        if column in frame:  # parquet gives arrays back; the builder writes lists
+            frame[column] = frame[column].map(lambda values: values.tolist())
+    return frame
 
 
 def _read_problems(path: Path) -> list[Problem]:

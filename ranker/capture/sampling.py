@@ -1,9 +1,10 @@
 """Sample N candidates per prompt and capture their ranking features in the same pass.
 
 `sample_candidates(base, prompt, config)` returns the candidates' texts, token ids, finish
-reasons, log-probabilities, the instruction feature and the response features. The
-features are recorded by hooks during `generate` (see `ranker.capture.hidden_states`), not by a second
-forward pass. The only extra model work is one decode step for the candidates whose last
+reasons, log-probabilities, confidence signals (self-certainty and DeepConf's, see
+`ranker.capture.confidence`), the instruction feature and the response features. The
+features are recorded by hooks during `generate` (see `ranker.capture.hidden_states`) and the
+signals by a logits processor, not by a second forward pass. The only extra model work is one decode step for the candidates whose last
 token `generate` never fed back through the model (those still running at the final step),
 over those rows alone, reusing the generation cache.
 """
@@ -15,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from ranker.capture.base_model import BaseModel
+from ranker.capture.confidence import ConfidenceConfig, StepSignals, trace_confidences
 from ranker.capture.hidden_states import LastPositionRecorder, decoder_of, resolve_layers
 from ranker.core.seeding import seeded
 
@@ -32,6 +34,11 @@ class SamplingConfig:
     top_k: int = 0  # keep the k most likely tokens; 0 disables it
     max_new_tokens: int = 64  # candidates longer than this are cut ("length")
     seed: int | None = 0  # same seed, same prompts -> same candidates; None draws from the global RNG
+    # DeepConf's signals (ranker.capture.confidence); defaults are the paper's
+    confidence_top_k: int = 20  # top-k tokens of each step's token confidence
+    group_window: int = 2048  # tokens per sliding group
+    tail_tokens: int = 2048  # tokens that tail confidence averages
+    bottom_fraction: float = 0.1  # share of lowest groups that bottom-group confidence averages
 
     def validate(self) -> "SamplingConfig":
         if not isinstance(self.num_candidates, int) or not 1 <= self.num_candidates <= 1024:
@@ -44,7 +51,16 @@ class SamplingConfig:
             raise ValueError(f"top_k must be a non-negative integer, got {self.top_k!r}")
         if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= 8192:
             raise ValueError(f"max_new_tokens must be an integer in [1, 8192], got {self.max_new_tokens!r}")
+        top_k = self.confidence_top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 1000:
+            raise ValueError(f"confidence_top_k must be an integer in [1, 1000], got {top_k!r}")
+        self.confidence  # noqa: B018 (validates the reduction settings)
         return self
+
+    @property
+    def confidence(self) -> ConfidenceConfig:
+        """How each candidate's token confidences are reduced (raises ValueError on bad settings)."""
+        return ConfidenceConfig(self.group_window, self.tail_tokens, self.bottom_fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +77,11 @@ class Candidate:
     num_tokens: int  # len(token_ids)
     sum_logprob: float  # sum of log p(token) under the model's raw (untempered) distribution
     mean_logprob: float  # sum_logprob / num_tokens
+    self_certainty: float  # mean over its tokens of KL(uniform || p), raw distribution (ranker.capture.confidence)
+    token_confidences: list[float]  # DeepConf's confidence of each token (top-k mean of -log p)
+    lowest_group_confidence: float  # reductions of token_confidences with the config's windows
+    bottom_group_confidence: float
+    tail_confidence: float
 
 
 @dataclass
@@ -85,37 +106,6 @@ class SampleResult:
         if layer not in self.layers:
             raise ValueError(f"layer {layer} was not recorded; recorded layers are {list(self.layers)}")
         return self.layers.index(layer)
-
-
-class _RawLogProbs(LogitsProcessor):
-    """Records log p(token) of each sampled token under the raw next-token distribution.
-
-    Custom processors run before generate's temperature/top-k/top-p warpers, so `scores`
-    here are the model's raw logits. The token chosen at step t is only known at step t+1
-    (as the last column of input_ids), so each call settles the previous step's token.
-    """
-
-    def __init__(self, prompt_length: int, rows: int, capacity: int, device: torch.device):
-        self.prompt_length = prompt_length
-        self.values = torch.zeros(rows, capacity, device=device)
-        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self._previous is not None:
-            self._settle(input_ids[:, -1], input_ids.shape[1] - self.prompt_length - 1)
-        self._previous = (scores, torch.logsumexp(scores, dim=-1))
-        return scores
-
-    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
-        """Settle the final step; returns (rows, generated_length) log-probs."""
-        if self._previous is not None:
-            self._settle(sequences[:, -1], sequences.shape[1] - self.prompt_length - 1)
-            self._previous = None
-        return self.values[:, : sequences.shape[1] - self.prompt_length]
-
-    def _settle(self, tokens: torch.Tensor, position: int) -> None:
-        logits, log_normaliser = self._previous
-        self.values[:, position] = logits.gather(1, tokens[:, None]).squeeze(1) - log_normaliser
 
 
 def encode_prompts(base: BaseModel, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -190,7 +180,7 @@ def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig
     rows = len(prompts) * n
     eos_ids = eos_token_ids(base)
     recorder = LastPositionRecorder(model, layers, capacity=config.max_new_tokens + 1, rows=rows)
-    log_probs = _RawLogProbs(prompt_length, rows, config.max_new_tokens, base.device)
+    signals = StepSignals(prompt_length, rows, config.max_new_tokens, base.device, top_k=config.confidence_top_k)
     sampling = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
     if config.temperature == 0:
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -206,14 +196,14 @@ def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig
             max_new_tokens=config.max_new_tokens,
             eos_token_id=eos_ids,
             pad_token_id=base.tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList([log_probs]),
+            logits_processor=LogitsProcessorList([signals]),
             return_dict_in_generate=True,
         )
         generated = output.sequences[:, prompt_length:]  # (rows, G)
         lengths, ended = _candidate_lengths(generated, eos_ids)
         _final_decode_step(model, recorder, output, encoded["attention_mask"], n, lengths)
     seconds = time.perf_counter() - start
-    token_log_probs = log_probs.finish(output.sequences)  # (rows, G)
+    steps = {name: values.cpu() for name, values in signals.finish(output.sequences).items()}  # each (rows, G)
 
     # Response feature of row r: slot lengths[r] (its last token j = lengths[r] - 1 lands in slot j + 1).
     row_index = torch.arange(rows, device=recorder.buffer.device)
@@ -228,7 +218,8 @@ def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig
             r = b * n + k
             length = int(lengths[r])
             ids = generated[r, :length].tolist()
-            total = float(token_log_probs[r, :length].sum())
+            total = float(steps["log_probs"][r, :length].sum())
+            confidences = steps["confidence"][r, :length].tolist()
             candidates.append(
                 Candidate(
                     index=k,
@@ -238,6 +229,9 @@ def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig
                     num_tokens=length,
                     sum_logprob=total,
                     mean_logprob=total / length,
+                    self_certainty=float(steps["certainty"][r, :length].mean()),
+                    token_confidences=confidences,
+                    **trace_confidences(confidences, config.confidence),
                 )
             )
         prompt_ids = encoded["input_ids"][b][encoded["attention_mask"][b].bool()].tolist()

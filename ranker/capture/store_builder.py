@@ -156,6 +156,11 @@ def _sample_chunk(base: BaseModel, problems: Sequence[Problem], sampling: Sampli
                 "num_tokens": candidate.num_tokens,
                 "sum_logprob": candidate.sum_logprob,
                 "mean_logprob": candidate.mean_logprob,
+                "self_certainty": candidate.self_certainty,
+                "lowest_group_confidence": candidate.lowest_group_confidence,
+                "bottom_group_confidence": candidate.bottom_group_confidence,
+                "tail_confidence": candidate.tail_confidence,
+                "token_confidences": candidate.token_confidences,
                 "correct": bool(correct),
                 "vote_key": answer_key(problem, candidate.text),
             })

@@ -108,3 +108,53 @@ def test_bad_sampling_parameters_are_named(field, value):
 def test_empty_prompt_is_refused(tiny_base):
     with pytest.raises(ValueError, match="prompt 0"):
         sample_candidates(tiny_base, "   ")
+
+
+def test_confidence_signals_are_the_raw_distributions(tiny_base):
+    """Self-certainty and DeepConf's token confidence, recomputed by their definitions from a second pass.
+
+    Sampled at temperature 2 with top-p: the signals still describe the untempered distribution
+    that chose each token (the logits at the position before it).
+    """
+    config = SamplingConfig(num_candidates=4, max_new_tokens=12, seed=5, temperature=2.0, top_p=0.9, confidence_top_k=5)
+    result = sample_candidates(tiny_base, "check the confidences", config, layers=1)
+    vocabulary = tiny_base.model.config.vocab_size
+    for candidate in result.candidates:
+        ids = torch.tensor([result.prompt_token_ids + candidate.token_ids])
+        start = len(result.prompt_token_ids)
+        logits = tiny_base.model(ids).logits[0, start - 1 : -1].double()  # (T, V): the distribution of each token
+        probs = torch.softmax(logits, dim=-1)
+        # KL(U || p) = sum_j (1/V) log((1/V) / p_j), written out term by term.
+        kl = ((1.0 / vocabulary) * torch.log((1.0 / vocabulary) / probs)).sum(dim=-1)
+        assert math.isclose(candidate.self_certainty, float(kl.mean()), rel_tol=1e-4, abs_tol=1e-5)
+        top5 = torch.sort(torch.log(probs), dim=-1, descending=True).values[:, :5]
+        expected = (-top5.mean(dim=-1)).tolist()
+        assert len(candidate.token_confidences) == candidate.num_tokens
+        assert candidate.token_confidences == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        # The defaults' 2048-token windows are longer than any candidate: one group, the mean.
+        mean = sum(expected) / len(expected)
+        for value in (candidate.lowest_group_confidence, candidate.bottom_group_confidence, candidate.tail_confidence):
+            assert value == pytest.approx(mean, rel=1e-4)
+
+
+def test_confidence_reductions_follow_the_windows(tiny_base):
+    """With windows shorter than the candidates, the reductions are taken over the recorded token confidences."""
+    config = SamplingConfig(num_candidates=4, max_new_tokens=12, seed=5, group_window=3, tail_tokens=4, bottom_fraction=0.5)
+    result = sample_candidates(tiny_base, "check the windows", config, layers=1)
+    for candidate in result.candidates:
+        c = candidate.token_confidences
+        if len(c) <= 3:
+            groups = [sum(c) / len(c)]
+        else:
+            groups = [(c[i] + c[i + 1] + c[i + 2]) / 3 for i in range(len(c) - 2)]
+        assert candidate.lowest_group_confidence == pytest.approx(min(groups))
+        lowest = sorted(groups)[: max(1, len(groups) // 2)]
+        assert candidate.bottom_group_confidence == pytest.approx(sum(lowest) / len(lowest))
+        assert candidate.tail_confidence == pytest.approx(sum(c[-4:]) / len(c[-4:]))
+
+
+@pytest.mark.parametrize("field, value", [("confidence_top_k", 0), ("confidence_top_k", 2.5), ("group_window", 0),
+                                          ("tail_tokens", -1), ("bottom_fraction", 0.0), ("bottom_fraction", 1.5)])
+def test_bad_confidence_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        SamplingConfig(**{field: value}).validate()
