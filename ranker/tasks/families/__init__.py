@@ -10,14 +10,18 @@ from ranker.tasks.families.arithmetic import Arithmetic
 from ranker.tasks.families.base import MAX_DIFFICULTY, MIN_DIFFICULTY, Family
 from ranker.tasks.families.code import Code
 from ranker.tasks.families.comparison import Comparison
+from ranker.tasks.families.counting import Counting
 from ranker.tasks.families.function_call import FunctionCall
+from ranker.tasks.families.list_position import ListPosition
 from ranker.tasks.families.table_lookup import TableLookup
 from ranker.tasks.families.unit_conversion import UnitConversion
+from ranker.tasks.families.weekday import Weekday
 from ranker.tasks.families.word_problem import WordProblem
 
 FAMILIES: dict[str, Family] = {
     family.name: family
-    for family in (Arithmetic(), WordProblem(), FunctionCall(), Code(), Comparison(), UnitConversion(), TableLookup())
+    for family in (Arithmetic(), WordProblem(), FunctionCall(), Code(), Comparison(), UnitConversion(), TableLookup(),
+                   Counting(), ListPosition(), Weekday())
 }
 
 
@@ -32,4 +36,5 @@ def get_family(name: str, difficulty: int | None = None) -> Family:
 __all__ = [
     "FAMILIES", "MAX_DIFFICULTY", "MIN_DIFFICULTY", "Family", "get_family",
     "Arithmetic", "WordProblem", "FunctionCall", "Code", "Comparison", "UnitConversion", "TableLookup",
+    "Counting", "ListPosition", "Weekday",
 ]

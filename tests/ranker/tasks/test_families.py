@@ -15,10 +15,11 @@ from ranker.tasks.families import Arithmetic, Code, Comparison, FunctionCall, Ta
 from ranker.tasks.families.base import format_number
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-REQUIRED = {"arithmetic", "word_problem", "function_call", "code", "comparison", "unit_conversion", "table_lookup"}
+REQUIRED = {"arithmetic", "word_problem", "function_call", "code", "comparison", "unit_conversion", "table_lookup",
+            "counting", "list_position", "weekday"}
 EXPECTED_CHECKER = {"arithmetic": "numeric", "word_problem": "numeric", "function_call": "json_call",
                     "code": "python_tests", "comparison": "numeric", "unit_conversion": "numeric",
-                    "table_lookup": "exact"}
+                    "table_lookup": "exact", "counting": "numeric", "list_position": "numeric", "weekday": "numeric"}
 
 
 def test_registry_has_the_families():
