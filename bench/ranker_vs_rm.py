@@ -8,7 +8,8 @@ draws and seed for all). Methods:
 - ListRanker, PointRanker: `ranker.rankers.store_training.train_on_store` on the features at one layer;
 - RM (base): the base LLM + LoRA + a scalar head (`ranker.reward.BaseRewardModel`);
 - RM (small): all-MiniLM-L6-v2 + a scalar head, fully fine-tuned (`ranker.reward.SmallRewardModel`);
-- first sample, majority vote, max mean log-prob, oracle: no training (accuracy only).
+- first sample, majority vote, max mean log-prob, and (on a store with the confidence signals)
+  max self-certainty, its Borda vote, DeepConf's selection and votes, oracle: no training (accuracy only).
 
 Per method it reports:
 - trainable and loaded parameters. Ranker: its own weights (it reads hidden states the base
@@ -76,7 +77,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ranker.capture.feature_store import FeatureStore  # noqa: E402
 from ranker.capture.hidden_states import resolve_layer  # noqa: E402
-from ranker.evaluation.methods import display_order, method_label  # noqa: E402
+from ranker.evaluation.methods import FREE_BASELINES, display_order, method_label  # noqa: E402
 from ranker.evaluation.selection import evaluate_selection  # noqa: E402
 from ranker.reward.reward_config import RewardModelConfig, RewardTrainConfig  # noqa: E402
 from ranker.tasks.voting import key_for  # noqa: E402
@@ -94,8 +95,9 @@ METHODS = {
     "rm_small": "MiniLM encoder over prompt + candidate",
 }
 RANKERS = ("list_ranker", "point_ranker", "list_ranker_hidden", "point_ranker_hidden")
-# No-training baselines (names from ranker.evaluation.selection): accuracy only.
-BASELINES = ("first", "majority", "max_logprob", "oracle")
+# No-training baselines (names from ranker.evaluation.selection): accuracy only. The confidence ones
+# (self-certainty, DeepConf) need a store built with the signals; with an older store they are left out.
+BASELINES = ("first", "majority", *FREE_BASELINES, "oracle")
 CSV_COLUMNS = ["method", "trainable_params", "loaded_params", "train_seconds", "score_seconds_per_prompt",
                "peak_rss_mb", "rss_increase_mb", "accuracy", "n", "train_prompts", "test_prompts", "machine"]
 
@@ -366,7 +368,7 @@ def run_benchmark(args, argv: list[str]) -> None:
             accuracy[method] = result["accuracy_by_n"][str(args.n)]
 
     rows = []
-    for method in display_order([*results, *BASELINES]):
+    for method in display_order([*results, *(b for b in BASELINES if b in accuracy)]):
         if method in results:
             result = results[method]
             rows.append({"method": method_label(method), **{k: result[k] for k in CSV_COLUMNS[1:7]},

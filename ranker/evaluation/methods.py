@@ -18,6 +18,14 @@ METHOD_LABELS = {  # name (as ranker.evaluation.selection and the experiments re
     "beam_search": "beam search",
     "rm_base": "RM (base, LoRA)",
     "rm_small": "RM (small, MiniLM)",
+    "list_ranker_vote": "ListRanker-weighted majority vote",
+    "point_ranker_vote": "PointRanker-weighted majority vote",
+    "self_certainty_borda": "self-certainty Borda vote",
+    "deepconf_low": "DeepConf-low (top 10%, weighted vote)",
+    "deepconf_high": "DeepConf-high (top 90%, weighted vote)",
+    "deepconf_vote": "DeepConf weighted vote (all)",
+    "max_group_confidence": "max lowest-group confidence",
+    "max_self_certainty": "max self-certainty",
     "max_logprob": "max mean log-prob",
     "majority": "majority vote",
     "first": "first sample",
@@ -25,6 +33,11 @@ METHOD_LABELS = {  # name (as ranker.evaluation.selection and the experiments re
     "per_sample": "per-sample accuracy",  # the mean label of all candidates: no pick, so no line or table row of its own
 }
 NOT_SELECTORS = ("per_sample",)  # methods of the table that pick no candidate
+# The training-free selectors from the literature that the generalisation claim is measured against
+# (ranker.evaluation.selection): max mean log-prob, self-certainty, and DeepConf's variants.
+FREE_BASELINES = ("max_logprob", "max_self_certainty", "self_certainty_borda", "max_group_confidence", "deepconf_vote",
+                  "deepconf_low", "deepconf_high")
+DEEPCONF_VARIANTS = ("max_group_confidence", "deepconf_vote", "deepconf_low", "deepconf_high")
 
 
 def method_label(name: str) -> str:

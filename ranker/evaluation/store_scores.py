@@ -26,6 +26,12 @@ def subset_scorer(ranker, store: FeatureStore) -> Callable[[np.ndarray], torch.T
     return lambda index: ranker.score_store(store, index)
 
 
+def subset_probability(ranker, store: FeatureStore) -> Callable[[np.ndarray], torch.Tensor]:
+    """Like `subset_scorer`, but the calibrated P(correct) of each drawn candidate: the weights of a
+    confidence-weighted majority vote (`evaluate_selection(..., vote_weights=...)`)."""
+    return lambda index: ranker.probability_correct(ranker.score_store(store, index))
+
+
 def correctness_metrics(probabilities: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """AUROC of raw `scores` and ECE of `probabilities` (both any shape, like `labels`) as predictors of correctness."""
     value = auroc(scores.flatten(), labels.flatten())
@@ -37,14 +43,19 @@ def evaluate_store(store: FeatureStore, rankers: dict, n: int | None = None, dra
                    reward_models: dict | None = None) -> dict:
     """Accuracy of every method at N = n, plus AUROC and ECE on all candidates.
 
-    rankers: name -> a fitted, calibrated ranker; its ECE uses its calibration. reward_models:
+    rankers: name -> a fitted, calibrated ranker; its ECE uses its calibration, and its P(correct)
+    also weighs a majority vote, reported as `<name>_vote`. The training-free baselines
+    (ranker.evaluation.selection) come with every store; the confidence ones with a store that has
+    the signals. reward_models:
     name -> a fitted reward model whose `score_store` gives (P, N) scores over the same candidates;
     its ECE uses sigmoid(score), its BCE-trained probability.
     """
     scores = {name: ranker.score_store(store) for name, ranker in rankers.items()}  # all N, for AUROC and ECE
     scorers = {name: subset_scorer(ranker, store) for name, ranker in rankers.items()}
+    votes = {f"{name}_vote": subset_probability(ranker, store) for name, ranker in rankers.items() if ranker.calibrated}
     rm_scores = {name: rm.score_store(store) for name, rm in (reward_models or {}).items()}
-    result = {"accuracy": evaluate_selection(store, {**scorers, **rm_scores}, n=n, draws=draws, seed=seed), "correctness": {}}
+    accuracy = evaluate_selection(store, {**scorers, **rm_scores}, n=n, draws=draws, seed=seed, vote_weights=votes)
+    result = {"accuracy": accuracy, "correctness": {}}
     labels = store.labels()
     for name, ranker in rankers.items():
         result["correctness"][name] = correctness_metrics(ranker.probability_correct(scores[name]), scores[name], labels)

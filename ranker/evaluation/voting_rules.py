@@ -1,0 +1,82 @@
+"""Voting rules over one problem's candidates: majority, weighted, Borda and confidence-filtered votes.
+
+Each rule reads the candidates' vote keys (the extracted answers, None where none was found)
+and returns the index of the picked candidate, or None when no candidate votes. A rule picks
+an answer, then the first candidate, in sampling order, that gave it; ties between answers go
+to the answer seen first (as in the reference implementations of both papers below).
+
+- `weighted_vote`: the answer with the largest total weight (weight 1 each: majority vote;
+  DeepConf's trace confidences; a ranker's P(correct));
+- `borda_vote` (Kang et al., 2025, self-certainty): candidates ranked by a score, best first,
+  the one at rank r (1 = best) of n voting `(n - r + 1) ** power`; power 0 is majority vote;
+- `filtered_vote` (Fu et al., 2025, DeepConf): keep the candidates whose confidence is at
+  least the (1 - keep) quantile, then a vote weighted by that confidence; keep = 0.1 is
+  "DeepConf-low", keep = 0.9 "DeepConf-high".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+BORDA_POWER = 0.5  # the self-certainty reference code's default
+
+
+def weighted_vote(vote_keys: Sequence, weights: Sequence[float] | np.ndarray | None = None) -> int | None:
+    """Index of the first candidate giving the answer of largest total weight (None: nothing votes).
+
+    weights: one non-negative number per candidate (default 1 each: majority vote).
+    """
+    weights = np.ones(len(vote_keys)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if weights.shape != (len(vote_keys),):
+        raise ValueError(f"weights must have one value per candidate ({len(vote_keys)}), got shape {weights.shape}")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"vote weights must be finite and non-negative, got {weights.tolist()}")
+    totals: dict = {}
+    first: dict = {}
+    for index, (key, weight) in enumerate(zip(vote_keys, weights)):
+        if key is None:
+            continue
+        totals[key] = totals.get(key, 0.0) + float(weight)
+        first.setdefault(key, index)
+    if not totals:
+        return None
+    best = max(totals.values())
+    winner = next(key for key in first if totals[key] == best)  # dicts keep insertion order: seen first wins ties
+    return first[winner]
+
+
+def borda_weights(scores: Sequence[float] | np.ndarray, power: float = BORDA_POWER) -> np.ndarray:
+    """(n,) Borda votes: the candidate at rank r (1 = highest score; equal scores keep sampling order) gets (n - r + 1) ** power."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(scores).all():
+        raise ValueError("Borda scores must be finite")
+    if power < 0:
+        raise ValueError(f"Borda power must be non-negative, got {power}")
+    order = np.argsort(-scores, kind="stable")
+    votes = np.empty(len(scores))
+    votes[order] = (len(scores) - np.arange(len(scores))) ** float(power)
+    return votes
+
+
+def borda_vote(vote_keys: Sequence, scores: Sequence[float] | np.ndarray, power: float = BORDA_POWER) -> int | None:
+    """Borda voting: answers collect their candidates' `borda_weights`."""
+    return weighted_vote(vote_keys, borda_weights(scores, power))
+
+
+def filtered_vote(vote_keys: Sequence, confidences: Sequence[float] | np.ndarray, keep: float) -> int | None:
+    """DeepConf's offline vote: keep confidences >= their (1 - keep) quantile, then vote weighted by confidence.
+
+    The quantile is numpy's linear-interpolation percentile over the candidates that vote, as
+    in the reference code; confidences must be non-negative (DeepConf's are, being -mean log p).
+    """
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    confidences = np.asarray(confidences, dtype=np.float64)
+    voting = [i for i, key in enumerate(vote_keys) if key is not None]
+    if not voting:
+        return None
+    threshold = np.percentile(confidences[voting], (1.0 - keep) * 100.0)
+    kept = [key if key is not None and confidences[i] >= threshold else None for i, key in enumerate(vote_keys)]
+    return weighted_vote(kept, np.where([key is not None for key in kept], confidences, 0.0))
