@@ -75,8 +75,10 @@ def auroc(scores: Tensor, labels: Tensor) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
-def expected_calibration_error(probs: Tensor, labels: Tensor, num_bins: int = 10) -> float:
-    """Sum over equal-width bins of (bin share) * |mean label - mean probability|. (N,), (N,) -> float."""
+def reliability_bins(probs: Tensor, labels: Tensor, num_bins: int = 10) -> list[dict]:
+    """A reliability diagram's data: per equal-width bin of probability, its `lower` and `upper` edges,
+    `count`, `mean_probability` and `observed` (mean label); empty bins are left out. (N,), (N,) -> rows.
+    """
     probs, labels = probs.flatten().double(), labels.flatten().double()
     if probs.shape != labels.shape:
         raise ValueError(f"probs {tuple(probs.shape)} and labels {tuple(labels.shape)} differ in shape")
@@ -87,12 +89,24 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, num_bins: int = 10
     if num_bins < 1:
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
     bins = (probs * num_bins).long().clamp(max=num_bins - 1)  # p = 1.0 goes in the last bin
-    ece = 0.0
+    rows = []
     for b in range(num_bins):
         in_bin = bins == b
         if in_bin.any():
-            ece += float(in_bin.double().mean()) * abs(float(labels[in_bin].mean() - probs[in_bin].mean()))
-    return ece
+            rows.append({"lower": b / num_bins, "upper": (b + 1) / num_bins, "count": int(in_bin.sum()),
+                         "mean_probability": float(probs[in_bin].mean()), "observed": float(labels[in_bin].mean())})
+    return rows
+
+
+def expected_calibration_error(probs: Tensor, labels: Tensor, num_bins: int = 10) -> float:
+    """Sum over equal-width bins of (bin share) * |mean label - mean probability|. (N,), (N,) -> float."""
+    return ece_of_bins(reliability_bins(probs, labels, num_bins))
+
+
+def ece_of_bins(rows: list[dict]) -> float:
+    """ECE from `reliability_bins` rows: the count-weighted mean gap between observed and predicted."""
+    total = sum(row["count"] for row in rows)
+    return sum(row["count"] / total * abs(row["observed"] - row["mean_probability"]) for row in rows)
 
 
 @dataclass

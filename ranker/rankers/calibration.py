@@ -5,10 +5,14 @@ comparable within a query; a one-dimensional logistic fit, sigmoid(a * score + b
 probabilities that can be shown to users and checked with ECE. `LanguageRanker.fit(...,
 calibrate=True)` fits it and keeps it as the fitted attribute `calibration_`, saved in the card.
 
-Which scores the fit sees is the calibration's `source`. "training": the fitted ranker's own
-(fused) scores on its training candidates. In-sample scores are more confident than the ranker
-is on new data, which is why the source is recorded: a fit on out-of-fold scores would be another
-source, and a card always says which one it holds.
+Which scores the fit sees is the calibration's `source`, recorded in the card:
+- "out_of_fold" (what `fit` does by default): the scores that the cross-fitting rankers
+  (ranker.rankers.fusion) give the training queries they were not trained on, fused with the
+  fitted weights. They behave like scores of new prompts, so P(correct) is not inflated by the
+  ranker having seen the very candidates it is calibrated on.
+- "training": the fitted ranker's own (fused) scores on its training candidates. In-sample scores
+  are more confident than the ranker is on new data; it is used only when there are too few
+  queries to cross-fit, or when asked for.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import Tensor
 
 from ranker.core.cards import CardEntry
 
-CALIBRATION_SOURCES = ("training",)  # where the calibrated scores come from (module docstring)
+CALIBRATION_SOURCES = ("training", "out_of_fold")  # where the calibrated scores come from (module docstring)
 
 
 @dataclass(frozen=True)

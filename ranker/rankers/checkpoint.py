@@ -1,10 +1,11 @@
 """Save and load a trained ranker as a card folder (ranker.core.cards): `model.safetensors` + `card.json`,
 plus `extra.safetensors` when the fitted ranker holds tensors outside the network (the fusion's
-instruction centroids).
+instruction centroids, its fallback's support centroids).
 
 The card holds everything needed to rebuild and to judge the ranker:
     format, format_version, ranker_config, train_config, fusion_config, fingerprint
-    (FeatureFingerprint.to_dict()), fusion (the fitted weights per instruction cluster),
+    (FeatureFingerprint.to_dict()), fusion (the fitted weights per instruction cluster, and the
+    fallback to free-signal weights for unfamiliar instructions),
     calibration (Platt a, b and their source), training_data (counts), metrics, created, library_version.
 Loading rebuilds the model from `ranker_config` and, given the fingerprint of the features it will
 be fed, refuses (ValueError saying why) when they come from another base model or layer.
@@ -67,14 +68,14 @@ class RankerCard:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, centroids: torch.Tensor | None = None) -> "RankerCard":
+    def from_dict(cls, data: dict, tensors: dict[str, torch.Tensor] | None = None) -> "RankerCard":
         parse = lambda kind, name: kind.from_dict(data[name]) if data.get(name) is not None else None  # noqa: E731
         return cls(
             ranker_config=RankerConfig.from_dict(data["ranker_config"]),
             train_config=parse(TrainConfig, "train_config"),
             fusion_config=parse(FusionConfig, "fusion_config"),
             fingerprint=parse(FeatureFingerprint, "fingerprint"),
-            fusion=Fusion.from_dict(data["fusion"], centroids),
+            fusion=Fusion.from_dict(data["fusion"], tensors),
             calibration=parse(PlattCalibration, "calibration"),
             training_data=data.get("training_data") or {},
             metrics=data.get("metrics") or {},
@@ -100,17 +101,17 @@ def save_checkpoint(path: str | os.PathLike, model: Ranker, card: RankerCard | N
 
     def write_weights(staging: Path) -> None:
         save_file(_cpu_tensors(model.state_dict()), staging / WEIGHTS_NAME, metadata={"format": "pt"})
-        if card.fusion.centroids is not None:
-            save_file(_cpu_tensors({"fusion_centroids": card.fusion.centroids}), staging / EXTRA_NAME)
+        if card.fusion.tensors():
+            save_file(_cpu_tensors(card.fusion.tensors()), staging / EXTRA_NAME)
 
     return write_card_folder(path, FORMAT, card.to_dict(), write_weights)
 
 
 def read_card(path: str | os.PathLike) -> RankerCard:
-    """The card of the checkpoint folder `path` (with the fusion centroids), without loading the network."""
+    """The card of the checkpoint folder `path` (with the fusion's tensors), without loading the network."""
     extra = Path(path) / EXTRA_NAME
-    centroids = read_tensors(extra, "the ranker's extra tensors").get("fusion_centroids") if extra.exists() else None
-    return read_card_folder(path, FORMAT, lambda data: RankerCard.from_dict(data, centroids), CARD_OBJECTS)
+    tensors = read_tensors(extra, "the ranker's extra tensors") if extra.exists() else {}
+    return read_card_folder(path, FORMAT, lambda data: RankerCard.from_dict(data, tensors), CARD_OBJECTS)
 
 
 def load_checkpoint(

@@ -60,12 +60,17 @@ from ranker.core.training_loop import TrainProgress, TrainResult
 from ranker.evaluation.metrics import RankingMetrics, best_candidates, ranking_metrics
 from ranker.rankers.calibration import CALIBRATION_SOURCES, PlattCalibration, fit_calibration
 from ranker.rankers.checkpoint import RankerCard, load_checkpoint, save_checkpoint
+from ranker.rankers.clustering import kmeans, support_centroids
+from ranker.rankers.fallback import DistanceFallback, FallbackExamples, choose_fallback, support_distances
 from ranker.rankers.fusion import (
     FUSION_HYPERPARAMS,
+    MIN_CLUSTER_QUERIES,
     RANKER_ONLY,
     Fusion,
     FusionConfig,
+    combine,
     fit_fusion,
+    fit_weights,
     fold_indices,
     fuse,
     pool_signals,
@@ -136,7 +141,7 @@ class LanguageRanker:
         progress: Callable[[TrainProgress], None] | str | None = None,
         *,
         calibrate: bool = False,
-        calibration_source: str = "training",
+        calibration_source: str = "out_of_fold",
         training_data: dict | None = None,
     ) -> "LanguageRanker":
         """Build a fresh ranker and train it on `queries` (then fusion, then calibration). Returns self.
@@ -146,7 +151,10 @@ class LanguageRanker:
         fingerprint: identifies the base model and layer the features came from; stored in
         checkpoints so that loading can refuse features from anything else.
         calibrate: also fit Platt scaling (binary labels only) on the scores from `calibration_source`
-        (one of CALIBRATION_SOURCES; "training": the fitted ranker's scores on `queries`).
+        (one of CALIBRATION_SOURCES). "out_of_fold" (the default): the cross-fitting rankers' scores
+        of the queries they did not train on, fused like the final ranker's; with fewer than
+        2 x fusion_folds queries there is nothing to cross-fit, and the calibration falls back to
+        "training", the fitted ranker's scores on `queries` (optimistic; the card records the source).
         training_data: the caller's description of the data (e.g. the store and layer), recorded in
         the card beside the counts that training computes.
         """
@@ -176,12 +184,14 @@ class LanguageRanker:
         self.fusion_, self.fusion_report_ = Fusion([dict(RANKER_ONLY)]), None
         every = pool_signals(queries) if streaming else [query_signals(q) for q in queries]
         signals = [{k: v for k, v in s.items() if k in fusion_config.signals} for s in every]
-        if fusion_config.enabled and any(signals) and len(queries) >= 2 * fusion_config.folds:
-            self.fusion_, self.fusion_report_ = self._cross_fit_fusion(queries, signals, ranker_config, train_config,
-                                                                       fusion_config)
+        fuse_signals = fusion_config.enabled and any(signals)
+        out_of_fold = None
+        if (fuse_signals or (calibrate and calibration_source == "out_of_fold")) and len(queries) >= 2 * fusion_config.folds:
+            self.fusion_, self.fusion_report_, out_of_fold = self._cross_fit(queries, signals, ranker_config, train_config,
+                                                                            fusion_config, fuse_signals)
         self.calibration_: PlattCalibration | None = None
         if calibrate:
-            self.calibration_ = self._fit_calibration(queries, calibration_source)
+            self.calibration_ = self._fit_calibration(queries, out_of_fold if calibration_source == "out_of_fold" else None)
         self.fit_seconds_ = time.perf_counter() - start
         result = self.train_result_
         self.training_data_ = {**(training_data or {}), **result.data_summary}
@@ -189,37 +199,92 @@ class LanguageRanker:
                          "fusion": self.fusion_report_}
         return self
 
-    def _cross_fit_fusion(self, queries, signals, ranker_config: RankerConfig, train_config: TrainConfig,
-                          fusion_config: FusionConfig) -> tuple[Fusion, dict]:
-        """Out-of-fold scores from `fusion_config.folds` rankers, then the fusion weights (ranker.rankers.fusion)."""
-        streaming = isinstance(queries, StorePool)
-        oof: list[Tensor | None] = [None] * len(queries)
-        for held in fold_indices(len(queries), fusion_config.folds, train_config.seed):
-            held_set = set(held)
-            rest = [i for i in range(len(queries)) if i not in held_set]
-            with seeded(train_config.seed):
-                model = build_ranker(ranker_config)
-            if streaming:
-                train_ranker(model, queries.subset(rest), train_config)
-                scored = score_pool(model, queries.subset(held))
-            else:
-                train_ranker(model, [queries[i] for i in rest], train_config)
-                scored = score_queries(model, [queries[i] for i in held])
-            for i, scores in zip(held, scored):
-                oof[i] = scores
-        if streaming:
-            labels, instructions = queries.label_rows(), queries.instructions.float().cpu()
-        else:
-            labels = [q.labels.float().cpu() for q in queries]
-            instructions = torch.stack([q.instruction.float().cpu() for q in queries])
-        return fit_fusion(oof, signals, labels, instructions, l2=fusion_config.l2, clusters=fusion_config.clusters,
-                          seed=train_config.seed)
+    def _cross_fit(self, queries, signals, ranker_config: RankerConfig, train_config: TrainConfig,
+                   fusion_config: FusionConfig, fuse_signals: bool) -> tuple[Fusion, dict | None, list[Tensor]]:
+        """Out-of-fold scores from `fusion_config.folds` rankers; from them the fusion weights (when
+        `fuse_signals`) and its fallback (ranker.rankers.fusion, ranker.rankers.fallback).
 
-    def _fit_calibration(self, queries: Sequence[QueryLike] | StorePool, source: str) -> PlattCalibration:
-        """Platt scaling on the fitted ranker's (fused) scores of `source`'s candidates (see `fit`)."""
-        scores = torch.cat(self.score_queries(queries))
+        Returns (fusion, its report, the out-of-fold scores fused with the fitted fusion: one (K_q,) per query).
+        """
+        parts = fold_indices(len(queries), fusion_config.folds, train_config.seed)
+        oof: list[Tensor | None] = [None] * len(queries)
+        for held in parts:
+            for i, scores in zip(held, self._train_and_score(queries, _rest(len(queries), held), held, ranker_config, train_config)):
+                oof[i] = scores
+        labels, instructions = self._labels_and_instructions(queries)
+        fusion, report = Fusion([dict(RANKER_ONLY)]), None
+        if fuse_signals:
+            fusion, report = fit_fusion(oof, signals, labels, instructions, l2=fusion_config.l2,
+                                        clusters=fusion_config.clusters, seed=train_config.seed)
+            if fusion_config.fallback and len(queries) >= fusion_config.domains * MIN_CLUSTER_QUERIES:
+                fusion.fallback, report["fallback"] = self._fit_fallback(queries, signals, oof, parts, labels, instructions,
+                                                                         fusion, ranker_config, train_config, fusion_config)
+        fused = [combine(fusion.weights_for(instructions[i]), oof[i], signals[i]).float() for i in range(len(queries))]
+        return fusion, report, fused
+
+    def _fit_fallback(self, queries, signals, oof, parts, labels, instructions, fusion: Fusion, ranker_config: RankerConfig,
+                      train_config: TrainConfig, fusion_config: FusionConfig) -> tuple[DistanceFallback | None, dict]:
+        """The free-signal fallback and its rule, chosen on held-out folds and held-out instruction clusters
+        (ranker.rankers.fallback); None when the rule never falls back or no signal can stand alone."""
+        Q, seed, l2 = len(queries), train_config.seed, fusion_config.l2
+        free, _ = fit_weights(oof, signals, labels, l2, use_ranker=False)
+        if not free:
+            return None, {"kept": False, "why": "no free signal varies within the training queries"}
+        # In domain: the cross-fitting folds, each measured against support centroids of the other folds.
+        in_distances = torch.zeros(Q)
+        for held in parts:
+            in_distances[held] = support_distances(instructions[held], support_centroids(instructions[_rest(Q, held)], seed))
+        in_domain = FallbackExamples(
+            fused=[combine(fusion.weights[fusion.cluster_of(instructions[i])], oof[i], signals[i]) for i in range(Q)],
+            free=[combine(free, oof[i], signals[i]) for i in range(Q)], distances=in_distances, labels=labels)
+        # Out of domain: each instruction cluster scored by a ranker, weights and support fitted without it.
+        _, domain_of = kmeans(instructions, fusion_config.domains, seed)
+        fused, free_scores, distances, domain_labels = [], [], [], []
+        for domain in range(fusion_config.domains):
+            held = [i for i in range(Q) if int(domain_of[i]) == domain]
+            rest = _rest(Q, held)
+            if not held or len(rest) < MIN_CLUSTER_QUERIES:
+                continue
+            pick = lambda values, index: [values[i] for i in index]  # noqa: E731
+            weights, _ = fit_weights(pick(oof, rest), pick(signals, rest), pick(labels, rest), l2, check=False)
+            free_rest, _ = fit_weights(pick(oof, rest), pick(signals, rest), pick(labels, rest), l2, use_ranker=False)
+            raw = self._train_and_score(queries, rest, held, ranker_config, train_config)
+            fused += [combine(weights, scores, signals[i]) for i, scores in zip(held, raw)]
+            free_scores += [combine(free_rest or free, scores, signals[i]) for i, scores in zip(held, raw)]
+            distances.append(support_distances(instructions[held], support_centroids(instructions[rest], seed)))
+            domain_labels += pick(labels, held)
+        out_of_domain = FallbackExamples(fused, free_scores, torch.cat(distances), domain_labels)
+        near, far, report = choose_fallback(in_domain, out_of_domain)
+        report["weights"] = free
+        if near == float("inf"):
+            return None, {**report, "kept": False}
+        return DistanceFallback(free, support_centroids(instructions, seed), near, far), {**report, "kept": True}
+
+    def _train_and_score(self, queries, train_index: list[int], score_index: list[int], ranker_config: RankerConfig,
+                         train_config: TrainConfig) -> list[Tensor]:
+        """Raw scores of the `score_index` queries by a fresh ranker trained on the `train_index` ones."""
+        with seeded(train_config.seed):
+            model = build_ranker(ranker_config)
+        if isinstance(queries, StorePool):
+            train_ranker(model, queries.subset(train_index), train_config)
+            return score_pool(model, queries.subset(score_index))
+        train_ranker(model, [queries[i] for i in train_index], train_config)
+        return score_queries(model, [queries[i] for i in score_index])
+
+    @staticmethod
+    def _labels_and_instructions(queries) -> tuple[list[Tensor], Tensor]:
+        """Each query's (K_q,) labels and the (Q, H) instruction features, on the CPU."""
+        if isinstance(queries, StorePool):
+            return queries.label_rows(), queries.instructions.float().cpu()
+        return [q.labels.float().cpu() for q in queries], torch.stack([q.instruction.float().cpu() for q in queries])
+
+    def _fit_calibration(self, queries: Sequence[QueryLike] | StorePool, out_of_fold: list[Tensor] | None) -> PlattCalibration:
+        """Platt scaling on `out_of_fold` (fused) scores, or, when None (source "training" asked for, or too
+        few queries to cross-fit), on the fitted ranker's own scores of its training candidates."""
         labels = queries.labels if isinstance(queries, StorePool) else torch.cat([q.labels.float().cpu() for q in queries])
-        return fit_calibration(scores, labels, source)
+        if out_of_fold is not None:
+            return fit_calibration(torch.cat(out_of_fold), labels, "out_of_fold")
+        return fit_calibration(torch.cat(self.score_queries(queries)), labels, "training")
 
     def record_metrics(self, **metrics) -> "LanguageRanker":
         """Add evaluation results (e.g. held_out={...}) to `metrics_`, which `save` writes to the card. Returns self."""
@@ -367,3 +432,9 @@ class LanguageRanker:
         est.fusion_, est.fusion_report_ = card.fusion, card.metrics.get("fusion")
         est.calibration_ = card.calibration
         return est
+
+
+def _rest(count: int, held: Sequence[int]) -> list[int]:
+    """range(count) without `held`, in order."""
+    held = set(held)
+    return [i for i in range(count) if i not in held]

@@ -46,13 +46,15 @@ from torch import Tensor
 
 from ranker.core.cards import CardEntry
 from ranker.evaluation.metrics import best_of_n_accuracy
+from ranker.rankers.clustering import kmeans
+from ranker.rankers.fallback import DistanceFallback
 from ranker.rankers.training_groups import QueryLike, StorePool
 
 SIGNALS = ("mean_logprob", "vote_share")
 RANKER_ONLY = {"ranker": 1.0}
 # LanguageRanker's hyperparameter names of the FusionConfig fields (they predate the config).
 FUSION_HYPERPARAMS = {"fusion": "enabled", "fusion_folds": "folds", "fusion_l2": "l2", "fusion_signals": "signals",
-                      "fusion_clusters": "clusters"}
+                      "fusion_clusters": "clusters", "fusion_fallback": "fallback", "fusion_domains": "domains"}
 
 
 @dataclass
@@ -71,6 +73,10 @@ class FusionConfig(CardEntry):
     # Candidate numbers of instruction clusters, each with its own weights; the count is chosen by
     # cross-validation on the out-of-fold scores (`fit_fusion`). (1,): one global set of weights.
     clusters: tuple[int, ...] = (1, 2, 4, 8)
+    # Fall back towards free-signal weights for instructions unlike the training ones, by a rule
+    # chosen on `domains` held-out instruction clusters (ranker.rankers.fallback).
+    fallback: bool = True
+    domains: int = 4
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -82,6 +88,10 @@ class FusionConfig(CardEntry):
         self.clusters = tuple(self.clusters)
         if not self.clusters or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.clusters):
             raise ValueError(f"fusion_clusters must be positive ints, got {self.clusters!r}")
+        if not isinstance(self.fallback, bool):
+            raise ValueError(f"fusion_fallback must be True or False, got {self.fallback!r}")
+        if isinstance(self.domains, bool) or not isinstance(self.domains, int) or self.domains < 2:
+            raise ValueError(f"fusion_domains must be an int >= 2, got {self.domains!r}")
         self.signals = tuple(self.signals)
         if not self.signals or any(name not in SIGNALS for name in self.signals):
             raise ValueError(f"fusion_signals must be a non-empty subset of {SIGNALS}, got {self.signals!r}")
@@ -165,7 +175,7 @@ def fuse(scores: Tensor, weights: Mapping[str, float], mean_logprob: Tensor | No
             raise ValueError(f"got {len(vote_keys)} vote_keys for {scores.shape[0]} candidates")
         signals["vote_share"] = vote_shares(vote_keys).to(scores.device)
     terms.update({name: weights[name] for name in signals})
-    return _combine(terms, scores, signals).to(scores.dtype)
+    return combine(terms, scores, signals).to(scores.dtype)
 
 
 def _within_spread(values: Sequence[Tensor]) -> float:
@@ -174,8 +184,11 @@ def _within_spread(values: Sequence[Tensor]) -> float:
     return float(torch.stack(stds).mean()) if stds else 0.0
 
 
-def _combine(weights: Mapping[str, float], scores: Tensor, signals: Mapping[str, Tensor]) -> Tensor:
-    """sum over weights of weight x (the ranker's scores or the named signal), float64 (K,)."""
+def combine(weights: Mapping[str, float], scores: Tensor, signals: Mapping[str, Tensor]) -> Tensor:
+    """sum over weights of weight x (the ranker's scores or the named signal), float64 (K,).
+
+    scores: (K,) ranker scores; signals: name -> (K,), holding every signal `weights` names.
+    """
     return sum(value * (scores if name == "ranker" else signals[name]).double() for name, value in weights.items())
 
 
@@ -188,20 +201,21 @@ def _best_of_n(scores: Sequence[Tensor], labels: Sequence[Tensor]) -> float:
 
 def fit_weights(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tensor]], labels: Sequence[Tensor],
                 l2: float = 0.01, prior: Mapping[str, float] | None = None,
-                check: bool = True) -> tuple[dict[str, float], dict]:
+                check: bool = True, use_ranker: bool = True) -> tuple[dict[str, float], dict]:
     """One set of fusion weights from out-of-fold ranker scores (module docstring, steps 3 and 4).
 
     oof_scores, labels: one (K_q,) tensor per query; signals: one {name: (K_q,)} per query.
     prior: weights (absolute units) that the ridge penalty pulls towards instead of 0 (used to
     shrink a cluster's weights towards the global ones). check: apply step 4 (fall back to the
-    ranker alone unless fusing wins out of fold).
+    ranker alone unless fusing wins out of fold). use_ranker=False: weights of the free signals
+    alone, with "ranker" 0 (`ranker.rankers.fallback`); no check, and {} without a usable signal.
     Returns (weights, report). weights has "ranker" plus every fused signal, in absolute units;
     report has the signals used, the standardised weights and the out-of-fold best-of-N of the
     ranker alone and fused.
     """
     if not len(oof_scores) == len(signals) == len(labels):
         raise ValueError(f"got {len(oof_scores)} scores, {len(signals)} signal sets and {len(labels)} label sets")
-    columns = {"ranker": list(oof_scores)}
+    columns = {"ranker": list(oof_scores)} if use_ranker else {}
     for name in SIGNALS:
         if signals and all(name in s for s in signals):
             columns[name] = [s[name] for s in signals]
@@ -210,7 +224,11 @@ def fit_weights(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Ten
     ranker_alone = _best_of_n(oof_scores, labels)
     report = {"signals": [n for n in used if n != "ranker"], "l2": l2, "oof_best_of_n_ranker": ranker_alone}
     keep = [q for q, y in enumerate(labels) if y.numel() > 1 and bool((y != y.max()).any())]
-    if "ranker" not in used or len(used) < 2 or not keep:
+    if not use_ranker:
+        if not used or not keep:
+            return {}, {**report, "kept": False}
+        check = False
+    elif "ranker" not in used or len(used) < 2 or not keep:
         report.update(oof_best_of_n_fused=ranker_alone, standardised={}, kept=False)
         return dict(prior) if prior is not None else dict(RANKER_ONLY), report
 
@@ -229,7 +247,7 @@ def fit_weights(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Ten
     center = torch.tensor([(prior or {}).get(name, 0.0) * spreads[name] for name in used], dtype=torch.float64)
     w = center.clone() if prior is not None else torch.zeros(len(used), dtype=torch.float64)
     if prior is None:
-        w[0] = 1.0  # start from the ranker alone
+        w[0] = 1.0  # start from the ranker alone (or the first signal)
     w.requires_grad_(True)
     optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
 
@@ -244,7 +262,9 @@ def fit_weights(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Ten
     optimizer.step(closure)
     standardised = {name: float(value) for name, value in zip(used, w.detach())}
     weights = {name: standardised[name] / spreads[name] for name in used}
-    fused = [_combine(weights, oof_scores[q], signals[q]) for q in range(len(labels))]
+    if not use_ranker:
+        weights = {"ranker": 0.0, **weights}
+    fused = [combine(weights, oof_scores[q], signals[q]) for q in range(len(labels))]
     fused_accuracy = _best_of_n(fused, labels)
     kept = fused_accuracy >= ranker_alone or not check
     report.update(oof_best_of_n_fused=fused_accuracy, standardised=standardised, kept=kept)
@@ -268,6 +288,9 @@ class Fusion:
     weights: list[dict[str, float]]  # C sets of weights, absolute units
     centroids: Tensor | None = None  # (C, H) unit-norm instruction centroids; None when C == 1
     global_weights: dict[str, float] | None = None  # the weights of all clusters pooled (what they shrink to)
+    # Moves the weights towards free-signal weights for instructions far from the training ones
+    # (ranker.rankers.fallback); None: the cluster's weights everywhere.
+    fallback: DistanceFallback | None = None
 
     @property
     def summary_weights(self) -> dict[str, float]:
@@ -292,40 +315,35 @@ class Fusion:
         return int(torch.argmax(self.centroids @ unit))
 
     def weights_for(self, instruction: Tensor) -> dict[str, float]:
-        return self.weights[self.cluster_of(instruction)]
+        """The weights that score the candidates of an instruction (H,): its cluster's, blended by the fallback."""
+        weights = self.weights[self.cluster_of(instruction)]
+        return weights if self.fallback is None else self.fallback.blend(weights, instruction)
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The tensors a checkpoint keeps beside the card (`from_dict` takes them back)."""
+        tensors = {} if self.centroids is None else {"fusion_centroids": self.centroids}
+        if self.fallback is not None:
+            tensors["fallback_support"] = self.fallback.support
+        return tensors
 
     def to_dict(self) -> dict:
-        """The weights for a card (the centroids are tensors: they go to a safetensors file beside it)."""
-        return {"weights": [dict(w) for w in self.weights], "global_weights": self.global_weights}
+        """The weights for a card (the tensors go to a safetensors file beside it: `tensors`)."""
+        return {"weights": [dict(w) for w in self.weights], "global_weights": self.global_weights,
+                "fallback": None if self.fallback is None else self.fallback.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict, centroids: Tensor | None = None) -> "Fusion":
+    def from_dict(cls, data: dict, tensors: Mapping[str, Tensor] | None = None) -> "Fusion":
+        tensors = tensors or {}
         weights = [{str(name): float(value) for name, value in w.items()} for w in data["weights"]]
         global_weights = data.get("global_weights")
         if global_weights is not None:
             global_weights = {str(name): float(value) for name, value in global_weights.items()}
-        return cls(weights, centroids, global_weights)
-
-
-def kmeans(points: Tensor, k: int, seed: int, iterations: int = 50) -> tuple[Tensor, Tensor]:
-    """Spherical k-means: points (M, H) -> (unit centroids (k, H), assignment (M,)). Seeded k-means++ start."""
-    unit = torch.nn.functional.normalize(points.float(), dim=1)
-    gen = torch.Generator().manual_seed(seed)
-    centroids = unit[torch.randint(len(unit), (1,), generator=gen)]
-    while len(centroids) < k:
-        distance = (1 - unit @ centroids.T).min(dim=1).values.clamp(min=0)
-        if float(distance.sum()) == 0.0:
-            break
-        centroids = torch.cat([centroids, unit[torch.multinomial(distance, 1, generator=gen)]])
-    for _ in range(iterations):
-        assignment = torch.argmax(unit @ centroids.T, dim=1)
-        updated = torch.stack([unit[assignment == c].sum(0) if bool((assignment == c).any()) else centroids[c]
-                               for c in range(len(centroids))])
-        updated = torch.nn.functional.normalize(updated, dim=1)
-        if torch.allclose(updated, centroids):
-            break
-        centroids = updated
-    return centroids, torch.argmax(unit @ centroids.T, dim=1)
+        fallback = data.get("fallback")
+        if fallback is not None:
+            if "fallback_support" not in tensors:
+                raise ValueError("the card has a fusion fallback but its support centroids are missing")
+            fallback = DistanceFallback.from_dict(fallback, tensors["fallback_support"])
+        return cls(weights, tensors.get("fusion_centroids"), global_weights, fallback)
 
 
 MIN_CLUSTER_QUERIES = 20  # a cluster with fewer training queries keeps the global weights
@@ -374,7 +392,7 @@ def fit_fusion(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tens
         for held in parts:
             rest = sorted(set(range(Q)) - set(held))
             _, per_cluster = _cluster_weights(oof_scores, signals, labels, assignment, k, l2, rest)
-            fused = [_combine(per_cluster[int(assignment[i])], oof_scores[i], signals[i]) for i in held]
+            fused = [combine(per_cluster[int(assignment[i])], oof_scores[i], signals[i]) for i in held]
             hits += _best_of_n(fused, [labels[i] for i in held]) * len(held)
         results[k] = hits / Q
     best_k = max(results, key=lambda k: (results[k], -k))

@@ -1,11 +1,16 @@
-"""Calibration owned by the estimator: fit(calibrate=True) fits Platt on its training scores, and the card keeps it."""
+"""Calibration owned by the estimator: fit(calibrate=True) fits Platt on out-of-fold scores (or, asked, on its
+training scores), and the card keeps it."""
 
 import pytest
 import torch
 
 from ranker.rankers.calibration import PlattCalibration, fit_calibration, fit_platt
 from ranker.rankers.estimator import LanguageRanker, NotFittedError
+from ranker.rankers.fusion import fold_indices
+from ranker.rankers.networks import RankerConfig, build_ranker
 from ranker.rankers.synthetic import make_synthetic_queries
+from ranker.rankers.train_config import TrainConfig
+from ranker.rankers.training import score_queries, train_ranker
 from ranker.rankers.training_groups import RankingQuery
 
 H = 16
@@ -18,7 +23,7 @@ def queries():
 
 
 def test_fit_calibrate_equals_the_direct_platt_fit_on_the_same_scores(queries):
-    ranker = LanguageRanker(kind="list", seed=1, **FAST).fit(queries, calibrate=True)
+    ranker = LanguageRanker(kind="list", seed=1, **FAST).fit(queries, calibrate=True, calibration_source="training")
     scores = torch.cat(ranker.score_queries(queries))
     labels = torch.cat([q.labels for q in queries])
     a, b = fit_platt(scores, labels)
@@ -46,7 +51,7 @@ def test_without_calibration_probabilities_are_refused(queries):
 
 
 def test_bad_calibration_requests_fail_before_training(queries):
-    with pytest.raises(ValueError, match="calibration_source must be one of \\('training',\\), got 'held_out'"):
+    with pytest.raises(ValueError, match="calibration_source must be one of \\('training', 'out_of_fold'\\), got 'held_out'"):
         LanguageRanker(kind="list", **FAST).fit(queries, calibrate=True, calibration_source="held_out")
     graded = [RankingQuery(q.instruction, q.responses, q.labels * 0.5, q.query_id) for q in queries]
     with pytest.raises(ValueError, match="needs binary labels.*'real'"):
@@ -71,3 +76,26 @@ def test_training_data_and_metrics_reach_the_card_through_the_estimator(queries,
         LanguageRanker(kind="list", **FAST).fit(queries, training_data=[1])
     with pytest.raises(NotFittedError):
         LanguageRanker().record_metrics(x=1)
+
+
+def test_default_calibration_is_fitted_on_out_of_fold_scores(queries):
+    """The default: Platt on the scores of rankers that did not train on the candidates, rebuilt here by hand."""
+    ranker = LanguageRanker(kind="list", seed=1, **FAST).fit(queries, calibrate=True)
+    assert ranker.calibration_.source == "out_of_fold" and not ranker.fused  # synthetic queries carry no signal
+    oof = [None] * len(queries)
+    for held in fold_indices(len(queries), 4, seed=1):
+        rest = [q for i, q in enumerate(queries) if i not in set(held)]
+        torch.manual_seed(1)
+        model = build_ranker(RankerConfig(kind="list", hidden_size=H, projection_dim=16, num_heads=2))
+        train_ranker(model, rest, TrainConfig(seed=1, epochs=2, batch_size=32))
+        for i, scores in zip(held, score_queries(model, [queries[i] for i in held])):
+            oof[i] = scores
+    a, b = fit_platt(torch.cat(oof), torch.cat([q.labels for q in queries]))
+    assert ranker.calibration_.a == pytest.approx(a, rel=1e-6) and ranker.calibration_.b == pytest.approx(b, rel=1e-6)
+    in_sample = LanguageRanker(kind="list", seed=1, **FAST).fit(queries, calibrate=True, calibration_source="training")
+    assert in_sample.calibration_.a != pytest.approx(a, rel=1e-3)  # a different fit: the in-sample scores differ
+
+
+def test_too_few_queries_to_cross_fit_calibrate_on_training_and_say_so(queries):
+    ranker = LanguageRanker(kind="list", seed=1, **FAST).fit(queries[:7], calibrate=True)
+    assert ranker.calibration_.source == "training"

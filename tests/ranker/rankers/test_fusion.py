@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from ranker.rankers.clustering import kmeans
 from ranker.rankers.estimator import LanguageRanker
-from ranker.rankers.fusion import fit_fusion, fit_weights, fold_indices, fuse, kmeans, vote_shares
+from ranker.rankers.fusion import fit_fusion, fit_weights, fold_indices, fuse, vote_shares
 from ranker.rankers.synthetic import make_synthetic_queries
 from ranker.rankers.training_groups import RankingQuery
 

@@ -59,9 +59,11 @@ def test_subset_scores_are_the_scores_of_those_candidates_alone(store):
 def test_train_on_store_fits_a_calibrated_ranker_and_describes_the_store(store):
     ranker = train_on_store(store, 1, kind="point", epochs=2, fusion_folds=2, training_data={"source": "synthetic"})
     assert ranker.fingerprint_ == store.feature_fingerprint(1)
-    # Platt on every training candidate's (fused) score, as the store lays them out
+    # Platt on out-of-fold scores (tests/ranker/rankers/test_calibration.py rebuilds them), not on the
+    # fitted ranker's own scores of its training candidates
     a, b = fit_platt(ranker.score_store(store).flatten(), store.labels().flatten())
-    assert ranker.calibration_ == PlattCalibration(a, b, "training")
+    assert ranker.calibration_.source == "out_of_fold"
+    assert ranker.calibration_ != PlattCalibration(a, b, "out_of_fold")
     assert {k: ranker.training_data_[k] for k in ("store_problems", "candidates_per_problem", "families", "layer", "source")} == {
         "store_problems": 12, "candidates_per_problem": 6, "families": [""], "layer": 1, "source": "synthetic"}
     assert ranker.training_data_["num_candidates"] == 72  # the counts training adds

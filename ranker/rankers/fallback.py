@@ -1,0 +1,139 @@
+"""Fall back from the fused ranker to the free signals for instructions unlike the training data.
+
+A ranker's hidden-state score carries over to prompts like its training prompts, and much less
+to other kinds: out of its training families the fused ranker can lose to plain max log-prob.
+The free signals (mean log-prob, vote share) mean the same thing on every prompt. So the fused
+weights w(i) of an instruction i move towards free-signal weights g (the ranker's weight 0) as i
+gets farther from the training instructions:
+
+    d(i)  = 1 - max_c cos(i, support_c)                  support: (S, H) unit k-means centroids
+                                                         of the training instructions
+    share = 0 if d <= near, 1 if d >= far, linear between
+    w'(i) = (1 - share) * w(i) + share * g
+
+Because fused scores are linear in the weights, the blended score is the same blend of the two
+fused scores, which is what `choose_fallback` evaluates.
+
+How (near, far) is chosen, on training data only (`ranker.rankers.estimator`): the training
+queries are scored twice.
+- In domain: by the cross-fitting rankers (random folds), with d measured to support centroids
+  of the other folds.
+- Out of domain: the training instructions are split into `domains` k-means clusters, and each
+  cluster is scored by a ranker trained on the other clusters, with d measured to support
+  centroids of the other clusters: a stand-in for a task family the ranker never saw.
+Every (near, far) on a grid of quantiles of those distances, and "never fall back", is scored
+by best-of-N over both sets pooled; the best wins, ties going to the later fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ranker.evaluation.metrics import best_of_n_accuracy
+
+QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)  # the grid of `near` and `far`, as quantiles of the distances
+NEVER = float("inf")
+
+
+@dataclass
+class DistanceFallback:
+    """Free-signal weights and the distances over which an instruction's fused weights move to them."""
+
+    weights: dict[str, float]  # the fallback's weights (ranker 0), absolute units
+    support: Tensor  # (S, H) unit-norm centroids of the training instructions
+    near: float  # cosine distance up to which the fused weights apply unchanged
+    far: float  # cosine distance from which only the fallback weights apply (>= near)
+
+    def __post_init__(self) -> None:
+        if self.support.dim() != 2 or self.support.shape[0] == 0:
+            raise ValueError(f"fallback support must be (S, H) with S >= 1, got {tuple(self.support.shape)}")
+        if not self.far >= self.near:
+            raise ValueError(f"fallback far ({self.far}) must be >= near ({self.near})")
+
+    def distance(self, instruction: Tensor) -> float:
+        """1 - the largest cosine between the instruction (H,) and a support centroid."""
+        if instruction.shape[-1] != self.support.shape[1]:
+            raise ValueError(f"instruction has {instruction.shape[-1]} features, the fallback support {self.support.shape[1]}")
+        unit = torch.nn.functional.normalize(instruction.float().cpu().flatten(), dim=0)
+        return float(1.0 - (self.support @ unit).max())
+
+    def share(self, distance: float) -> float:
+        """How much of the fallback's weights an instruction at `distance` gets, in [0, 1]."""
+        return ramp(distance, self.near, self.far)
+
+    def blend(self, weights: dict[str, float], instruction: Tensor) -> dict[str, float]:
+        """`weights` moved towards the fallback's by the instruction's share."""
+        share = self.share(self.distance(instruction))
+        if share == 0.0:
+            return weights
+        names = list(dict.fromkeys([*weights, *self.weights]))
+        return {name: (1 - share) * weights.get(name, 0.0) + share * self.weights.get(name, 0.0) for name in names}
+
+    def to_dict(self) -> dict:
+        """The card's part (the support centroids are a tensor: they go beside the card)."""
+        return {"weights": dict(self.weights), "near": self.near, "far": self.far}
+
+    @classmethod
+    def from_dict(cls, data: dict, support: Tensor) -> "DistanceFallback":
+        return cls({str(k): float(v) for k, v in data["weights"].items()}, support, float(data["near"]), float(data["far"]))
+
+
+def ramp(distance: float | Tensor, near: float, far: float) -> float | Tensor:
+    """0 up to `near`, 1 from `far`, linear between (a step at near when far == near)."""
+    if isinstance(distance, Tensor):
+        if far == near:
+            return (distance > near).double()
+        return ((distance - near) / (far - near)).clamp(0.0, 1.0).double()
+    if distance <= near:
+        return 0.0
+    if distance >= far:
+        return 1.0
+    return (distance - near) / (far - near)
+
+
+def support_distances(instructions: Tensor, support: Tensor) -> Tensor:
+    """(M,) 1 - max cosine of each instruction (M, H) to the unit centroids (S, H)."""
+    unit = torch.nn.functional.normalize(instructions.float(), dim=1)
+    return 1.0 - (unit @ support.T).max(dim=1).values
+
+
+@dataclass
+class FallbackExamples:
+    """Training queries scored one way (in domain or out of domain), each with two fused scores."""
+
+    fused: Sequence[Tensor]  # (K_q,) scores with the fused weights
+    free: Sequence[Tensor]  # (K_q,) scores with the fallback (free-signal) weights
+    distances: Tensor  # (Q,) each query's distance to the support it was scored against
+    labels: Sequence[Tensor]  # (K_q,) labels
+
+
+def _accuracy(examples: FallbackExamples, near: float, far: float) -> float:
+    shares = ramp(examples.distances.double(), near, far)
+    scores = [(1 - s) * f.double() + s * g.double() for s, f, g in zip(shares.tolist(), examples.fused, examples.free)]
+    return best_of_n_accuracy(scores, [(y == y.max()).float() for y in examples.labels])
+
+
+def choose_fallback(in_domain: FallbackExamples, out_of_domain: FallbackExamples) -> tuple[float, float, dict]:
+    """(near, far, report): the rule with the best pooled best-of-N (module docstring); (inf, inf) = never.
+
+    The report holds each rule's in-domain and out-of-domain best-of-N.
+    """
+    pooled = torch.cat([in_domain.distances, out_of_domain.distances]).double()
+    grid = sorted({float(torch.quantile(pooled, q)) for q in QUANTILES})
+    rules = [(NEVER, NEVER)] + [(near, far) for i, near in enumerate(grid) for far in grid[i:]]
+    size_in, size_out = len(in_domain.labels), len(out_of_domain.labels)
+    results = []
+    for near, far in rules:
+        accuracy_in, accuracy_out = _accuracy(in_domain, near, far), _accuracy(out_of_domain, near, far)
+        pooled_accuracy = (accuracy_in * size_in + accuracy_out * size_out) / max(1, size_in + size_out)
+        results.append({"near": near, "far": far, "in_domain": accuracy_in, "out_of_domain": accuracy_out,
+                        "pooled": pooled_accuracy})
+    # Best pooled accuracy; ties go to the rule that falls back latest (never first, then the largest near and far).
+    best = max(results, key=lambda r: (round(r["pooled"], 12), r["near"], r["far"]))
+    report = {"near": best["near"], "far": best["far"], "never": results[0], "chosen": best,
+              "distance_quantiles": {str(q): float(torch.quantile(pooled, q)) for q in QUANTILES}}
+    return best["near"], best["far"], report
