@@ -38,6 +38,9 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "assets" / "results"
+RESULT_PLOTS = {"scaling": "scaling law: accuracy vs N", "layers": "layer ablation", "blocks": "block ablation",
+                "transfer": "cross-task transfer", "lofo": "leave one family out",
+                "calibration": "reliability of P(correct) on unseen prompts"}  # figure name -> label, in tab order
 SHORTCUT_PICKS = 9
 GENERATION = {"concurrency_limit": 1, "concurrency_id": "generation"}  # every event that samples from the base model
 LABELS = {"concurrency_limit": 16, "concurrency_id": "labels"}  # quick SQLite writes: many at once
@@ -288,12 +291,12 @@ class Handlers:
         return "\n\n".join(lines), rows, choices, choices
 
     def plots(self):
-        """Scaling law, layer ablation, block ablation, transfer heatmap and the retrained learning curve."""
+        """Scaling law, layer ablation, block ablation, transfer heatmap, leave-one-family-out accuracy,
+        the reliability diagram of P(correct) and the retrained learning curve."""
         figures = load_figures(RESULTS) if RESULTS.is_dir() else {}
         curve = learning_curve_figure(self.service.learning_curve(DEFAULT_PROFILE))
         empty = go.Figure().update_layout(title="no results yet: run `python -m ranker experiment`")
-        return (figures.get("scaling", empty), figures.get("layers", empty), figures.get("blocks", empty),
-                figures.get("transfer", empty), curve)
+        return tuple(figures.get(name, empty) for name in RESULT_PLOTS) + (curve,)
 
 
 def _short(metrics) -> str:
@@ -429,9 +432,7 @@ def build_demo(app_service: RankerService, oauth: bool | None = None) -> gr.Bloc
                            api_name="status_view", api_visibility="private")
             with gr.Tab("Plots", id="plots"):
                 refresh = gr.Button("Refresh plots", elem_id="refresh-plots")
-                figures = [gr.Plot(label=name) for name in
-                           ("scaling law: accuracy vs N", "layer ablation", "block ablation", "cross-task transfer",
-                            "retrained ranker: learning curve")]
+                figures = [gr.Plot(label=label) for label in (*RESULT_PLOTS.values(), "retrained ranker: learning curve")]
                 refresh.click(handlers.plots, None, figures, api_name="plots")
         gr.api(handlers.label, api_name="label", **LABELS)
         gr.api(handlers.undo_label, api_name="undo", **LABELS)

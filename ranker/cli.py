@@ -366,10 +366,14 @@ def cmd_eval(args) -> None:
 
 
 def add_eval(sub) -> None:
-    parser = sub.add_parser("eval", help="compare rankers with first sample, random, majority vote, max log-prob and oracle",
-                            description="Best-of-N accuracy of every method on the same held-out candidates, with AUROC "
-                            "and ECE of each ranker's scores as a correctness predictor. With --json the last line is "
-                            "one JSON object {method: accuracy, ..., n, prompts}.")
+    parser = sub.add_parser("eval", help="compare rankers with the training-free selectors (max log-prob, self-certainty, "
+                            "DeepConf, majority vote, ...) and the oracle",
+                            description="Best-of-N accuracy of every method on the same held-out candidates: the rankers, "
+                            "their confidence-weighted majority votes, reward models (--rm), max mean log-prob, max "
+                            "self-certainty and its Borda vote (Kang et al. 2025), DeepConf's lowest-group-confidence "
+                            "selection and its weighted and filtered votes (Fu et al. 2025), majority vote, first, random "
+                            "and the oracle; with AUROC and ECE of each ranker's scores as a correctness predictor. "
+                            "With --json the last line is one JSON object {method: accuracy, ..., n, prompts}.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--store", help="a held-out feature store (OUT/test from build)")
     source.add_argument("--tasks-file", help="a JSONL file of your own problems: sampled now, then evaluated")
@@ -385,7 +389,7 @@ def add_eval(sub) -> None:
     parser.set_defaults(func=cmd_eval)
 
 
-EXPERIMENTS = ("families", "main", "scaling", "layers", "blocks", "transfer", "robustness", "timing", "ship")
+EXPERIMENTS = ("families", "main", "scaling", "lofo", "layers", "blocks", "transfer", "robustness", "timing", "ship")
 ABLATION_LAYERS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0"
 
 
@@ -421,6 +425,7 @@ def cmd_experiment(args) -> None:
         "families": lambda: experiments.family_table(train, test),
         "main": lambda: experiments.main_table(train, test, layer, seeds, log, shipped=shipped_rankers(test, log) if args.shipped else None),
         "scaling": lambda: experiments.scaling_law(train, test, layer, seeds, log=log),
+        "lofo": lambda: experiments.leave_one_family_out(train, test, layer, seeds, log=log),
         "layers": lambda: experiments.layer_ablation(train, test, seeds, log=log),
         "blocks": lambda: experiments.block_ablation(train, test, layer, seeds, log=log),
         "transfer": lambda: experiments.transfer(train, test, layer, seeds[:1], log),
@@ -430,9 +435,12 @@ def cmd_experiment(args) -> None:
     }
     for name in which:
         start = time.perf_counter()
-        frame = pd.DataFrame(runs[name]())
-        frame.to_csv(out / f"{name}.csv", index=False)
-        print(f"{name}: {len(frame)} rows -> {out / name}.csv ({time.perf_counter() - start:.0f} s)")
+        result = runs[name]()
+        tables = result if isinstance(result, dict) else {name: result}  # an experiment may write several files
+        for table, rows in tables.items():
+            frame = pd.DataFrame(rows)
+            frame.to_csv(out / f"{table}.csv", index=False)
+            print(f"{name}: {len(frame)} rows -> {out / table}.csv ({time.perf_counter() - start:.0f} s)")
         if name == "main":
             table = frame[frame.family == "all"].groupby("method").accuracy.agg(["mean", "std"]).sort_values("mean", ascending=False)
             print(table.to_string(float_format=lambda v: f"{v:.1%}"))

@@ -104,12 +104,16 @@ def test_plot_endpoint_returns_the_results_figures_and_the_learning_curve(client
 
     figures = [json.loads(f["plot"]) for f in client.predict(api_name="/plots")]
     titles = [f["layout"]["title"]["text"] for f in figures]
-    assert titles[:4] == ["Scaling law: best-of-N accuracy vs N", "Layer ablation: which hidden layer to read",
+    assert titles[:6] == ["Scaling law: best-of-N accuracy vs N", "Layer ablation: which hidden layer to read",
                           "Transformer blocks in the ListRanker",
-                          "Cross-task transfer (rows: trained on; columns: evaluated on)"]
+                          "Cross-task transfer (rows: trained on; columns: evaluated on)",
+                          "Leave one family out: accuracy on a family never trained on",
+                          "Reliability of P(correct) on prompts no ranker trained on"]
     scaling = {trace["name"] for trace in figures[0]["data"]}
     assert {"ListRanker", "PointRanker", "oracle (any correct)"} <= scaling  # from assets/results/scaling.csv
-    assert all(figures[k]["data"] for k in range(4)) and len(figures) == 5
+    reliability = {trace["name"].split(" (ECE")[0] for trace in figures[5]["data"]}  # from assets/results/calibration.csv
+    assert {"perfect", "ListRanker, held-out prompts", "ListRanker, left-out families"} <= reliability
+    assert all(figures[k]["data"] for k in range(6)) and len(figures) == 7
 
 
 def test_blind_generate_hides_scores(client):

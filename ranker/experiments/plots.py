@@ -65,6 +65,42 @@ def transfer_figure(transfer: pd.DataFrame) -> go.Figure:
     return figure
 
 
+def reliability_figure(calibration: pd.DataFrame) -> go.Figure:
+    """Reliability diagram of P(correct): observed accuracy vs mean predicted probability per bin.
+
+    calibration: `ranker.experiments.runners.leave_one_family_out`'s "calibration" rows. One line per
+    setting (held-out prompts, left-out families) and ranker, pooled over seeds; the diagonal is
+    perfect calibration, and each legend entry gives the ECE (mean over seeds).
+    """
+    figure = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="perfect"))
+    settings = {"held_out": "held-out prompts", "left_out": "left-out families"}
+    for (setting, kind), rows in calibration.groupby(["setting", "kind"], sort=True):
+        ece = rows.groupby("seed").ece.first().mean()
+        pooled = rows.assign(predicted=rows.mean_probability * rows["count"], hits=rows.observed * rows["count"]) \
+            .groupby("lower")[["count", "predicted", "hits"]].sum().reset_index()
+        figure.add_trace(go.Scatter(x=pooled.predicted / pooled["count"], y=pooled.hits / pooled["count"],
+                                    mode="lines+markers", text=pooled["count"], hovertemplate="%{text} candidates",
+                                    name=f"{method_label(kind)}, {settings.get(setting, setting)} (ECE {ece:.3f})"))
+    figure.update_layout(title="Reliability of P(correct) on prompts no ranker trained on",
+                         xaxis=dict(title="predicted P(correct)", range=[0, 1], tickformat=".0%"),
+                         yaxis=dict(title="observed accuracy", range=[0, 1], tickformat=".0%"), template="plotly_white")
+    return figure
+
+
+def lofo_figure(lofo: pd.DataFrame) -> go.Figure:
+    """Leave one family out: best-of-N accuracy on each family never trained on, per method (mean over seeds)."""
+    methods = [m for m in display_order(lofo.method, selectors_only=True) if m not in ("oracle",)]
+    data = _mean_std(lofo[lofo.method.isin(methods)], ["method", "family"])
+    figure = go.Figure()
+    for method in methods:
+        rows = data[data.method == method]
+        figure.add_trace(go.Bar(x=rows.family, y=rows["mean"], error_y=dict(array=rows["std"]), name=method_label(method)))
+    figure.update_layout(title="Leave one family out: accuracy on a family never trained on", barmode="group",
+                         xaxis=dict(title="left-out family"), yaxis=dict(title="best-of-16 accuracy", tickformat=".0%"),
+                         template="plotly_white")
+    return figure
+
+
 def learning_curve_figure(curve: pd.DataFrame) -> go.Figure:
     """Validation metrics of each retrained version vs the number of labels it saw.
 
@@ -81,7 +117,8 @@ def learning_curve_figure(curve: pd.DataFrame) -> go.Figure:
     return figure
 
 
-FIGURES = {"scaling": scaling_figure, "layers": layer_figure, "blocks": blocks_figure, "transfer": transfer_figure}
+FIGURES = {"scaling": scaling_figure, "layers": layer_figure, "blocks": blocks_figure, "transfer": transfer_figure,
+           "lofo": lofo_figure, "calibration": reliability_figure}
 
 
 def load_figures(results_dir: str | Path) -> dict[str, go.Figure]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ranker.evaluation.methods import display_order, method_label
+from ranker.evaluation.methods import DEEPCONF_VARIANTS, display_order, method_label
 
 
 def _percent(value: float) -> str:
@@ -25,6 +25,62 @@ def main_markdown(main: pd.DataFrame) -> str:
         row = [_percent(means.loc[method, f]) for f in families]
         lines.append(f"| {method_label(method)} | " + " | ".join(row)
                      + f" | {_percent(means.loc[method, 'all'])} ± {_percent(spread.get(method, 0.0))} |")
+    return "\n".join(lines)
+
+
+def lofo_markdown(lofo: pd.DataFrame, main: pd.DataFrame | None = None) -> str:
+    """Leave one family out: method x left-out family (mean over seeds), the mean over families, and
+    each family's in-family ListRanker from the main table (trained with the family) for comparison."""
+    means = lofo.groupby(["method", "family"]).accuracy.mean().unstack()
+    families = list(means.columns)
+    prompts = lofo.groupby("family").prompts.first()
+    seeds = lofo.seed.nunique()
+    lines = ["| method (left-out family: prompts) | " + " | ".join(f"{f}: {int(prompts[f])}" for f in families)
+             + f" | mean over families ({seeds} seeds) |", "|---" * (len(families) + 2) + "|"]
+    for method in display_order(means.index, selectors_only=True):
+        row = [_percent(means.loc[method, f]) for f in families]
+        lines.append(f"| {method_label(method)} | " + " | ".join(row) + f" | {_percent(means.loc[method].mean())} |")
+    if main is not None:
+        in_family = main.groupby(["method", "family"]).accuracy.mean().unstack()
+        for method in ("list_ranker", "point_ranker"):
+            if method in in_family.index:
+                row = [_percent(in_family.loc[method, f]) if f in in_family.columns else "–" for f in families]
+                lines.append(f"| {method_label(method)}, in family (main table) | " + " | ".join(row) + " | |")
+    return "\n".join(lines)
+
+
+def lofo_verdict_markdown(lofo: pd.DataFrame) -> str:
+    """The generalisation claim, checked: each shipped ranker's margin over max log-prob, max
+    self-certainty and DeepConf's best variant (the variant with the best mean), averaged over the
+    left-out families, and its worst family."""
+    means = lofo.groupby(["method", "family"]).accuracy.mean().unstack()
+    variants = [v for v in DEEPCONF_VARIANTS if v in means.index]
+    if not variants or "max_self_certainty" not in means.index:
+        return "(this leave-one-family-out run has no confidence signals: rebuild the store)"
+    deepconf = max(variants, key=lambda v: means.loc[v].mean())
+    baselines = {"max_logprob": "max mean log-prob", "max_self_certainty": "max self-certainty",
+                 deepconf: f"DeepConf's best variant ({method_label(deepconf)})"}
+    lines = ["| ranker | baseline | mean margin (points) | worst family: margin | families lost by > 2 points |",
+             "|---|---|---|---|---|"]
+    for method in ("list_ranker", "point_ranker"):
+        if method not in means.index:
+            continue
+        for baseline, label in baselines.items():
+            margin = means.loc[method] - means.loc[baseline]
+            worst = margin.idxmin()
+            lost = [f for f in margin.index if margin[f] < -0.02]
+            lines.append(f"| {method_label(method)} | {label} | {100 * margin.mean():+.1f} | {worst}: {100 * margin[worst]:+.1f} "
+                         f"| {', '.join(lost) or 'none'} |")
+    return "\n".join(lines)
+
+
+def calibration_markdown(calibration: pd.DataFrame) -> str:
+    """ECE of P(correct) per setting and ranker: mean, min and max over seeds."""
+    ece = calibration.groupby(["setting", "kind", "seed"]).ece.first().groupby(["setting", "kind"]).agg(["mean", "min", "max"])
+    settings = {"held_out": "held-out prompts (test store)", "left_out": "left-out families"}
+    lines = ["| ranker | prompts | ECE (mean over seeds) | range |", "|---|---|---|---|"]
+    for (setting, kind), row in ece.iterrows():
+        lines.append(f"| {method_label(kind)} | {settings.get(setting, setting)} | {row['mean']:.3f} | {row['min']:.3f}–{row['max']:.3f} |")
     return "\n".join(lines)
 
 
@@ -85,8 +141,11 @@ def report(results_dir: str | Path) -> str:
     results_dir = Path(results_dir)
     parts = []
     for name, render in (("families", family_markdown), ("main", main_markdown), ("timing", timing_markdown), ("blocks", blocks_markdown), ("robustness", robustness_markdown),
-                         ("ranker_vs_rm", rm_markdown)):
+                         ("ranker_vs_rm", rm_markdown), ("lofo", lofo_verdict_markdown), ("calibration", calibration_markdown)):
         path = results_dir / f"{name}.csv"
         if path.is_file():
             parts.append(f"<!-- {name}.csv -->\n" + render(pd.read_csv(path)))
+        if name == "lofo" and path.is_file():
+            main = results_dir / "main.csv"
+            parts.append("<!-- lofo.csv, main.csv -->\n" + lofo_markdown(pd.read_csv(path), pd.read_csv(main) if main.is_file() else None))
     return "\n\n".join(parts)

@@ -13,9 +13,12 @@ import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import torch
+
 from ranker.capture.feature_store import FeatureStore
+from ranker.evaluation.metrics import ece_of_bins, reliability_bins
 from ranker.evaluation.selection import evaluate_selection
-from ranker.evaluation.store_scores import subset_scorer
+from ranker.evaluation.store_scores import subset_probability, subset_scorer
 from ranker.rankers.estimator import LanguageRanker
 from ranker.rankers.store_training import train_on_store
 
@@ -25,11 +28,18 @@ MAIN_N = 16  # best-of-N reported everywhere but the scaling law; larger held-ou
 DRAWS = 5  # random N-subsets averaged when the held-out store has more than MAIN_N candidates
 
 
-def _accuracy(test: FeatureStore, rankers: dict, seed: int) -> dict[str, float]:
+def _accuracy(test: FeatureStore, rankers: dict, seed: int, votes: bool = False) -> dict[str, float]:
     """evaluate_selection of fitted `rankers` (name -> LanguageRanker) and the baselines at N = MAIN_N
-    (or the store's N, if smaller)."""
+    (or the store's N, if smaller). votes: also each ranker's confidence-weighted majority vote, as
+    `<name>_vote` (weights: its calibrated P(correct))."""
     scorers = {name: subset_scorer(ranker, test) for name, ranker in rankers.items()}
-    return evaluate_selection(test, scorers, n=min(MAIN_N, test.num_candidates), draws=DRAWS, seed=seed)
+    weights = {f"{name}_vote": subset_probability(ranker, test) for name, ranker in rankers.items()} if votes else None
+    return evaluate_selection(test, scorers, n=min(MAIN_N, test.num_candidates), draws=DRAWS, seed=seed, vote_weights=weights)
+
+
+def _fused_rankers(train: FeatureStore, layer: int, seed: int) -> dict[str, LanguageRanker]:
+    """The shipped configuration, List and Point, trained on `train`."""
+    return {f"{kind}_ranker": train_on_store(train, layer, kind=kind, seed=seed) for kind in ("list", "point")}
 
 
 def _quiet(message: str) -> None:
@@ -63,12 +73,66 @@ def main_table(train: FeatureStore, test: FeatureStore, layer: int, seeds: Seque
             rankers[f"{kind}_ranker"] = train_on_store(train, layer, kind=kind, seed=seed)
             rankers[f"{kind}_ranker_hidden"] = train_on_store(train, layer, kind=kind, seed=seed, fusion=False)
         rankers.update({f"shipped_{name}": ranker for name, ranker in (shipped or {}).items()})
+        fused = {name: ranker for name, ranker in rankers.items() if not name.endswith("_hidden")}
         for family in families + ["all"]:
             index = [i for i, f in enumerate(test.families) if family in ("all", f)]
             accuracy = _accuracy(test.subset(index), rankers, seed=seed)
+            votes = _accuracy(test.subset(index), fused, seed=seed, votes=True)
+            accuracy.update({name: value for name, value in votes.items() if name.endswith("_vote")})
             rows += [{"family": family, "method": m, "seed": seed, "accuracy": a} for m, a in accuracy.items()]
         log(f"main table: seed {seed} done")
     return rows
+
+
+def leave_one_family_out(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int],
+                         log: Log = _quiet) -> dict[str, list[dict]]:
+    """Generalisation to task families never trained on, and the reliability of P(correct) there.
+
+    For every family F, the shipped configuration is trained on the other families' training
+    prompts and evaluated on all of F's prompts: its training prompts (N = the train store's) and
+    its held-out ones (best of MAIN_N drawn from the test store's N), pooled by prompt count;
+    nothing of F was trained on, so both are unseen. Every baseline is scored on the same draws.
+
+    Returns two tables:
+    - "lofo": family, method, seed, accuracy, prompts;
+    - "calibration": the reliability bins of P(correct) (setting, kind, seed, ece, lower, upper,
+      count, mean_probability, observed) in two settings: "held_out" (trained on the train store,
+      every candidate of the test store) and "left_out" (every candidate of each family, by the
+      rankers trained without it, pooled over the families).
+    """
+    accuracy_rows, predictions = [], {}
+    for seed in seeds:
+        for name, ranker in _fused_rankers(train, layer, seed).items():
+            predictions.setdefault(("held_out", name, seed), []).append(_probabilities(ranker, test))
+        for family in sorted(set(train.families)):
+            rest = train.subset([i for i, f in enumerate(train.families) if f != family])
+            rankers = _fused_rankers(rest, layer, seed)
+            totals, prompts = {}, 0
+            for store in (train, test):
+                held = store.subset([i for i, f in enumerate(store.families) if f == family])
+                if not held.problems:
+                    continue
+                for name, value in _accuracy(held, rankers, seed=seed, votes=True).items():
+                    totals[name] = totals.get(name, 0.0) + value * len(held.problems)
+                prompts += len(held.problems)
+                for name, ranker in rankers.items():
+                    predictions.setdefault(("left_out", name, seed), []).append(_probabilities(ranker, held))
+            accuracy_rows += [{"family": family, "method": m, "seed": seed, "accuracy": t / prompts, "prompts": prompts}
+                              for m, t in totals.items()]
+            log(f"leave one family out: {family}, seed {seed}: list {totals['list_ranker'] / prompts:.3f}, "
+                f"point {totals['point_ranker'] / prompts:.3f}, max log-prob {totals['max_logprob'] / prompts:.3f}")
+    calibration_rows = []
+    for (setting, name, seed), parts in predictions.items():
+        bins = reliability_bins(torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts]))
+        ece = ece_of_bins(bins)
+        calibration_rows += [{"setting": setting, "kind": name, "seed": seed, "ece": ece, **row} for row in bins]
+        log(f"calibration: {setting} {name} seed {seed}: ECE {ece:.3f}")
+    return {"lofo": accuracy_rows, "calibration": calibration_rows}
+
+
+def _probabilities(ranker: LanguageRanker, store: FeatureStore) -> tuple:
+    """(P(correct), label) of every candidate of the store, flat."""
+    return ranker.probability_correct(ranker.score_store(store)).flatten(), store.labels().flatten().float()
 
 
 def scaling_law(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int],

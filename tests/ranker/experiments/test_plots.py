@@ -127,7 +127,7 @@ def test_plots_tab_shows_the_placeholder_only_for_a_missing_file(tmp_path, monke
     _write_results(tmp_path, names=("scaling", "blocks", "transfer"))
     monkeypatch.setattr(app, "RESULTS", tmp_path)
     service = SimpleNamespace(learning_curve=lambda profile: pd.DataFrame(columns=["version", "label_count", "metric", "value", "status"]))
-    scaling, layers, blocks, transfer, curve = app.Handlers(service).plots()
+    scaling, layers, blocks, transfer, lofo, calibration, curve = app.Handlers(service).plots()
     placeholder = "no results yet: run `python -m ranker experiment`"
     assert (layers.data, layers.layout.title.text) == ((), placeholder)
     assert scaling.to_dict() == scaling_figure(SCALING).to_dict()
@@ -135,7 +135,8 @@ def test_plots_tab_shows_the_placeholder_only_for_a_missing_file(tmp_path, monke
     assert transfer.to_dict() == transfer_figure(TRANSFER).to_dict()
     assert curve.layout.title.text.endswith("(no retrained versions yet)")
     monkeypatch.setattr(app, "RESULTS", tmp_path / "missing")  # no results folder at all: four placeholders
-    assert [f.layout.title.text for f in app.Handlers(service).plots()[:4]] == [placeholder] * 4
+    assert [f.layout.title.text for f in app.Handlers(service).plots()[:6]] == [placeholder] * 6
+    assert lofo.layout.title.text == calibration.layout.title.text == placeholder
 
 
 def test_png_export_through_chromium(tmp_path):
@@ -154,3 +155,32 @@ def test_png_export_through_chromium(tmp_path):
 
     # bars at 30% and 60% of a ~200 px plot area: thousands of pixels; the same figure without data has none
     assert bar_pixels(path) > 2000 and bar_pixels(empty_path) == 0
+
+
+def test_reliability_figure_pools_seeds_by_count_and_names_the_ece():
+    from ranker.experiments.plots import reliability_figure
+
+    rows = pd.DataFrame([
+        # seed 0: bin [0.1, 0.2): 2 candidates predicted 0.15, 1 right; seed 1: 6 candidates predicted 0.15 (mean), 0 right
+        {"setting": "held_out", "kind": "list_ranker", "seed": 0, "ece": 0.04, "lower": 0.1, "upper": 0.2, "count": 2,
+         "mean_probability": 0.15, "observed": 0.5},
+        {"setting": "held_out", "kind": "list_ranker", "seed": 1, "ece": 0.02, "lower": 0.1, "upper": 0.2, "count": 6,
+         "mean_probability": 0.15, "observed": 0.0},
+        {"setting": "held_out", "kind": "list_ranker", "seed": 1, "ece": 0.02, "lower": 0.9, "upper": 1.0, "count": 4,
+         "mean_probability": 0.95, "observed": 1.0},
+    ])
+    figure = reliability_figure(rows)
+    assert [t.name for t in figure.data] == ["perfect", "ListRanker, held-out prompts (ECE 0.030)"]
+    assert list(figure.data[1].x) == pytest.approx([0.15, 0.95])
+    assert list(figure.data[1].y) == pytest.approx([1 / 8, 1.0])  # (1 + 0) / (2 + 6) in the first bin
+
+
+def test_lofo_figure_has_one_bar_series_per_selector():
+    from ranker.experiments.plots import lofo_figure
+
+    rows = pd.DataFrame([{"family": f, "method": m, "seed": s, "accuracy": a, "prompts": 10}
+                         for f in ("a", "b") for m, a in (("list_ranker", 0.5), ("max_logprob", 0.4), ("oracle", 0.9))
+                         for s in (0, 1)])
+    figure = lofo_figure(rows)
+    assert [t.name for t in figure.data] == ["ListRanker", "max mean log-prob"]  # the oracle is no selector bar
+    assert list(figure.data[0].x) == ["a", "b"] and list(figure.data[0].y) == [0.5, 0.5]

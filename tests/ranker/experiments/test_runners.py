@@ -31,7 +31,8 @@ def stores():
 
 
 SELECTION_METHODS = {"first", "random", "majority", "max_logprob", "oracle", "per_sample"}
-MAIN_METHODS = SELECTION_METHODS | {"list_ranker", "point_ranker", "list_ranker_hidden", "point_ranker_hidden"}
+MAIN_METHODS = SELECTION_METHODS | {"list_ranker", "point_ranker", "list_ranker_hidden", "point_ranker_hidden",
+                                    "list_ranker_vote", "point_ranker_vote"}
 
 
 def label_stats(store: FeatureStore) -> dict[str, float]:
@@ -109,8 +110,8 @@ def test_main_table_transfer_blocks_and_timing(stores):
     timing = pd.DataFrame(experiments.training_time(train, layer=2, repeats=1))
     assert timing[["kind", "repeat", "prompts", "candidates"]].values.tolist() == [["list", 0, 160, 1280], ["point", 0, 160, 1280]]
     assert timing.parameters.tolist() == [parameters("list"), parameters("point")]
-    # measured 1.7 s and 3.4 s on 2 cores; the bound only rules out nonsense (a clock in ms, a hang)
-    assert timing.seconds.map(math.isfinite).all() and (timing.seconds < 60).all()
+    # measured 1.7 s and 3.4 s alone on 2 cores (58 and 72 s niced behind a build); the bound only rules out nonsense (a clock in ms, a hang)
+    assert timing.seconds.map(math.isfinite).all() and (timing.seconds < 600).all()
     assert ((0 < timing.train_loop_seconds) & (timing.train_loop_seconds < timing.seconds)).all()  # the loop is part of it
     # the vote share is 0.5 for every synthetic candidate (keys "0"/"1", 4 each): constant, so never fused
     assert "weight_vote_share" not in timing and (timing.weight_ranker > 0).all()
@@ -133,9 +134,10 @@ def test_report_tables_come_from_the_results(stores, tmp_path):
         assert (f"| {label} | {100 * row.alpha:.1f} | {100 * row.beta:.1f} | {100 * row['all']:.1f} ± {100 * spread[method]:.1f} |"
                 in lines), method
     rows = [line.split(" | ")[0] for line in lines if line.startswith("| ")]
-    assert rows[rows.index("| method") + 1:][:9] == [  # method rows in the README's order; per_sample is not one
+    assert rows[rows.index("| method") + 1:][:11] == [  # method rows in the README's order; per_sample is not one
         "| oracle (any correct)", "| ListRanker", "| PointRanker", "| ListRanker, hidden states only",
-        "| PointRanker, hidden states only", "| max mean log-prob", "| majority vote", "| first sample", "| random"]
+        "| PointRanker, hidden states only", "| ListRanker-weighted majority vote", "| PointRanker-weighted majority vote",
+        "| max mean log-prob", "| majority vote", "| first sample", "| random"]
     timing = pd.read_csv(tmp_path / "timing.csv").set_index("kind")
     assert "| ranker | parameters | training data | CPU training time (median) |" in lines
     for kind in ("list", "point"):
@@ -175,3 +177,46 @@ def test_rm_table_renders_the_bench_csv():
     assert "| ListRanker | 87,106 / 87,106 | 810 ms | 0.31 ms | 520 MB (30 MB) | 50.0 |" in text
     assert "| RM (base) | 1,843,777 / 136,358,785 | 1276.0 s | 1.50 s | 3400 MB (2900 MB) | 35.3 |" in text
     assert "| oracle | – | – | – | – | 80.0 |" in text
+
+
+def test_leave_one_family_out_and_calibration(stores):
+    train, test = stores
+    result = experiments.leave_one_family_out(train, test, layer=2, seeds=[0])
+    lofo = pd.DataFrame(result["lofo"])
+    assert set(lofo.family) == {"alpha", "beta"} and set(lofo.method) == MAIN_METHODS - {"list_ranker_hidden", "point_ranker_hidden"}
+    assert (lofo.prompts == 80 + 40).all()  # each family's training and held-out prompts, none trained on
+    table = lofo.pivot(index="method", columns="family", values="accuracy")
+    assert (table.drop(index="oracle") <= table.loc["oracle"] + 1e-6).all().all()
+    # the baselines need no training: on the left-out family they equal the family's own, pooled by prompts
+    for family in ("alpha", "beta"):
+        parts = [store.subset([i for i, f in enumerate(store.families) if f == family]) for store in (train, test)]
+        first = sum(float(p.labels()[:, 0].sum()) for p in parts) / 120
+        assert table.loc["first", family] == pytest.approx(first)
+    calibration = pd.DataFrame(result["calibration"])
+    assert set(zip(calibration.setting, calibration.kind)) == {(s, k) for s in ("held_out", "left_out")
+                                                                for k in ("list_ranker", "point_ranker")}
+    counts = calibration.groupby(["setting", "kind"])["count"].sum()
+    assert (counts.xs("held_out") == 80 * 8).all() and (counts.xs("left_out") == 240 * 8).all()  # every candidate once
+    for _, rows in calibration.groupby(["setting", "kind"]):
+        gap = (rows["count"] * (rows.observed - rows.mean_probability).abs()).sum() / rows["count"].sum()
+        assert rows.ece.iloc[0] == pytest.approx(gap)
+        assert ((rows.lower <= rows.mean_probability + 1e-9) & (rows.mean_probability <= rows.upper + 1e-9)).all()
+
+
+def test_lofo_report_and_verdict():
+    from ranker.experiments.report import calibration_markdown, lofo_markdown, lofo_verdict_markdown
+
+    accuracy = {("list_ranker", "a"): 0.60, ("list_ranker", "b"): 0.40, ("max_logprob", "a"): 0.50, ("max_logprob", "b"): 0.43,
+                ("max_self_certainty", "a"): 0.30, ("max_self_certainty", "b"): 0.30, ("deepconf_vote", "a"): 0.55,
+                ("deepconf_vote", "b"): 0.35, ("deepconf_low", "a"): 0.20, ("deepconf_low", "b"): 0.20}
+    lofo = pd.DataFrame([{"method": m, "family": f, "seed": 0, "accuracy": a, "prompts": 10} for (m, f), a in accuracy.items()])
+    verdict = lofo_verdict_markdown(lofo).splitlines()
+    # vs max log-prob: +10 on a, -3 on b -> mean +3.5, b lost by more than 2 points
+    assert "| ListRanker | max mean log-prob | +3.5 | b: -3.0 | b |" in verdict
+    assert "| ListRanker | DeepConf's best variant (DeepConf weighted vote (all)) | +5.0 | a: +5.0 | none |" in verdict
+    table = lofo_markdown(lofo).splitlines()
+    assert table[0] == "| method (left-out family: prompts) | a: 10 | b: 10 | mean over families (1 seeds) |"
+    assert "| ListRanker | 60.0 | 40.0 | 50.0 |" in table
+    bins = pd.DataFrame([{"setting": "held_out", "kind": "list_ranker", "seed": s, "ece": e, "lower": 0.0, "upper": 0.1,
+                          "count": 1, "mean_probability": 0.05, "observed": 0.0} for s, e in ((0, 0.02), (1, 0.04))])
+    assert "| ListRanker | held-out prompts (test store) | 0.030 | 0.020–0.040 |" in calibration_markdown(bins).splitlines()
