@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_FAMILIES = "arithmetic,word_problem,function_call,code,comparison,unit_conversion,table_lookup"
+DEFAULT_FAMILIES = "arithmetic,word_problem,function_call,code,comparison,unit_conversion,table_lookup,counting,list_position,weekday"
 # Families that the embedded SmolLM2-135M-Instruct sometimes gets right at their default
 # difficulty (calibration: see the README's results section). function_call and unit_conversion
 # never did there, so they add no positive example to train on and no room for ranking.
-EXPERIMENT_FAMILIES = "arithmetic,word_problem,code,comparison,table_lookup"
+EXPERIMENT_FAMILIES = "arithmetic,word_problem,code,comparison,table_lookup,counting,list_position,weekday"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

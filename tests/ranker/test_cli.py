@@ -194,3 +194,18 @@ def test_build_from_a_local_benchmark_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["build", "--benchmark", "gsm9k", "--out", str(tmp_path / "y")])
     assert "expected one of ['dolly', 'gsm8k', 'math', 'mbpp', 'xlam']" in capsys.readouterr().err
+
+
+def test_eval_tasks_file_reports_the_confidence_baselines(tmp_path, capsys):
+    """A user's own task file, sampled now: the JSON has every training-free selector, the new ones included."""
+    folder = save_tiny_model(tmp_path / "tiny-model")
+    tasks = write_digit_tasks(tmp_path / "mine.jsonl", 5)
+    assert main(["eval", "--tasks-file", str(tasks), "--n", "4", "--max-new-tokens", "4", "--model", str(folder), "--json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    expected = {"first", "random", "majority", "max_logprob", "max_self_certainty", "self_certainty_borda",
+                "max_group_confidence", "deepconf_vote", "deepconf_low", "deepconf_high", "oracle"}
+    assert expected <= set(result) and result["prompts"] == 5 and result["n"] == 4
+    assert all(0.0 <= result[m] <= result["oracle"] for m in expected)
+    table = out.strip().splitlines()[:-1]
+    assert {line.split()[0] for line in table[2:]} >= expected  # the printed table lists them too

@@ -6,11 +6,9 @@ import random
 from dataclasses import dataclass
 
 from ranker.tasks.families.base import Family
+from ranker.tasks.families.counting import WORDS  # the same vocabulary of short, common words
 from ranker.tasks.problem import Problem
 
-WORDS = ("apple", "banana", "cherry", "grape", "lemon", "mango", "pear", "plum", "peach", "melon",
-         "cat", "dog", "bird", "fish", "horse", "mouse", "tiger", "lion", "sheep", "goat",
-         "red", "blue", "green", "pink", "black", "white", "car", "bus", "train", "boat")
 # difficulty -> (fewest items, most items, positions counted from the end allowed)
 LEVELS: dict[int, tuple[int, int, bool]] = {
     1: (3, 3, False),

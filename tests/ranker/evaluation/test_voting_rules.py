@@ -87,3 +87,19 @@ def test_evaluate_selection_reports_the_free_signal_methods_and_weighted_votes()
     assert result["max_group_confidence"] == pytest.approx(0.5)  # candidate 3 (wrong), candidate 0 (right)
     assert result["deepconf_vote"] == pytest.approx(1.0)  # "6" = 5 vs "5" = 1; "1" = 9 vs "2" = 3
     assert result["weighted"] == pytest.approx(0.5)  # "5" = 1.0 beats "6" = 0.2 (wrong); "1" = 3 beats "2" = 1.5 (right)
+
+
+def test_evaluate_store_adds_each_calibrated_rankers_weighted_vote():
+    from types import SimpleNamespace
+
+    from ranker.evaluation.store_scores import evaluate_store
+
+    store = make_store(labels=[[0, 1, 1, 0], [1, 0, 0, 0]], vote_keys=[["5", "6", "6", None], ["1", "2", "2", "2"]],
+                       mean_logprobs=[[-1, -2, -0.5, -3], [-0.1, -2, -3, -4]])
+    scores = torch.tensor([[3.0, -3.0, -3.0, 0.0], [2.0, 0.0, 0.0, 0.0]])  # the ranker's top pick: candidate 0 of each
+    ranker = SimpleNamespace(calibrated=True, score_store=lambda s, index=None: scores if index is None else scores[np.arange(2)[:, None], index],
+                             probability_correct=torch.sigmoid)
+    result = evaluate_store(store, {"mine": ranker})
+    assert result["accuracy"]["mine"] == pytest.approx(0.5)  # candidate 0: wrong, right
+    # vote weighted by sigmoid(score): "5" = 0.95 beats "6" = 0.05 + 0.05 (wrong); "2" = 1.5 beats "1" = 0.88 (wrong)
+    assert result["accuracy"]["mine_vote"] == pytest.approx(0.0)
