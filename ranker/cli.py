@@ -413,7 +413,7 @@ def cmd_experiment(args) -> None:
     layer = resolve_layer(args.layer, train.model.num_layers)
     if layer not in train.layers:
         raise ValueError(f"layer {layer} is not in the store (it has {list(train.layers)}); rebuild with it in --layers")
-    seeds = list(range(args.seeds))
+    seeds = args.seeds
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     which = EXPERIMENTS if args.which == "all" else tuple(args.which.split(","))
@@ -425,7 +425,7 @@ def cmd_experiment(args) -> None:
         "families": lambda: experiments.family_table(train, test),
         "main": lambda: experiments.main_table(train, test, layer, seeds, log, shipped=shipped_rankers(test, log) if args.shipped else None),
         "scaling": lambda: experiments.scaling_law(train, test, layer, seeds, log=log),
-        "lofo": lambda: experiments.leave_one_family_out(train, test, layer, seeds, log=log),
+        "lofo": lambda: experiments.leave_one_family_out(train, test, layer, seeds, log=log, kinds=args.lofo_kinds.split(",")),
         "layers": lambda: experiments.layer_ablation(train, test, seeds, log=log),
         "blocks": lambda: experiments.block_ablation(train, test, layer, seeds, log=log),
         "transfer": lambda: experiments.transfer(train, test, layer, seeds[:1], log),
@@ -463,6 +463,21 @@ def shipped_rankers(store, log) -> dict:
     return rankers
 
 
+def parse_seeds(text: str) -> list[int]:
+    """"3" -> [0, 1, 2]; "2,5" -> [2, 5]."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be a count or a comma-separated list of integers, got {text!r}") from None
+    if "," not in text:
+        if len(values) != 1 or values[0] < 1:
+            raise argparse.ArgumentTypeError(f"a seed count must be at least 1, got {text!r}")
+        return list(range(values[0]))
+    if not values or any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct non-negative integers, got {text!r}")
+    return values
+
+
 def parse_layer(text: str) -> int | float:
     """One layer: "18" -> index 18, "0.6" -> fraction of depth 0.6."""
     values = parse_layers(text)
@@ -481,7 +496,11 @@ def add_experiment(sub) -> None:
     parser.add_argument("--store", default="data/suite", help="folder holding train/ and test/ feature stores")
     parser.add_argument("--out", default="assets/results", help="where the CSV files go (default assets/results)")
     parser.add_argument("--which", default="all", help=f"comma-separated subset of {', '.join(EXPERIMENTS)} (default all)")
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds per setting (default 3)")
+    parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2],
+                        help="training seeds per setting: a count (3 = seeds 0, 1, 2, the default) or a comma-separated "
+                        "list (2,3: to split one experiment's seeds over several runs)")
+    parser.add_argument("--lofo-kinds", default="list,point", choices=["list,point", "list", "point"],
+                        help="the shipped rankers that leave-one-family-out trains (one fit each per family and seed)")
     parser.add_argument("--layer", type=parse_layer, default=0.6,
                         help="main layer: a hidden_states index (18) or a depth fraction (0.6, the default)")
     parser.add_argument("--shipped", action="store_true",
