@@ -253,6 +253,8 @@ class LanguageRanker:
             free_scores += [combine(free_rest or free, scores, signals[i]) for i, scores in zip(held, raw)]
             distances.append(support_distances(instructions[held], support_centroids(instructions[rest], seed)))
             domain_labels += pick(labels, held)
+        if not distances:  # the instructions form one cluster (e.g. all alike): nothing to hold out
+            return None, {"kept": False, "why": "the training instructions form a single cluster"}
         out_of_domain = FallbackExamples(fused, free_scores, torch.cat(distances), domain_labels)
         near, far, report = choose_fallback(in_domain, out_of_domain)
         report["weights"] = free

@@ -79,3 +79,13 @@ def test_fit_chooses_saves_and_loads_a_fallback(tmp_path):
     probe = queries[5]
     assert torch.equal(loaded.score(probe.instruction, probe.responses, probe.mean_logprob, probe.vote_keys),
                        ranker.score(probe.instruction, probe.responses, probe.mean_logprob, probe.vote_keys))
+
+
+def test_identical_instructions_fit_without_a_fallback():
+    """One instruction for every query (k-means finds one cluster): no held-out domain, so no fallback, and no crash."""
+    queries = _with_signals(make_synthetic_queries(96, 8, 16, seed=1, topic_dim=4))
+    same = queries[0].instruction
+    queries = [type(q)(same, q.responses, q.labels, q.query_id, q.mean_logprob, q.vote_keys) for q in queries]
+    ranker = LanguageRanker(kind="point", seed=0, projection_dim=16, epochs=1, batch_size=32).fit(queries, calibrate=True)
+    assert ranker.fusion_report_["fallback"] == {"kept": False, "why": "the training instructions form a single cluster"}
+    assert ranker.fusion.fallback is None and ranker.calibration_.source == "out_of_fold"
