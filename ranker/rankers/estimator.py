@@ -330,8 +330,8 @@ class LanguageRanker:
 
     @property
     def fused(self) -> bool:
-        """True when scores mix in the mean log-prob or the vote share."""
-        return any(weights != RANKER_ONLY for weights in self.fusion.weights)
+        """True when scores mix in the mean log-prob or the vote share (for some instructions: the fallback's)."""
+        return self.fusion.fallback is not None or any(weights != RANKER_ONLY for weights in self.fusion.weights)
 
     @property
     def calibrated(self) -> bool:

@@ -76,6 +76,8 @@ def test_fit_chooses_saves_and_loads_a_fallback(tmp_path):
     loaded = LanguageRanker.load(tmp_path / "r")
     assert torch.equal(loaded.fusion.fallback.support, support)
     assert loaded.fusion.fallback.to_dict() == ranker.fusion.fallback.to_dict()
+    loaded.fusion_.weights = [{"ranker": 1.0}]  # no fused signal in any cluster: the fallback still fuses far away
+    assert loaded.fused
     probe = queries[5]
     assert torch.equal(loaded.score(probe.instruction, probe.responses, probe.mean_logprob, probe.vote_keys),
                        ranker.score(probe.instruction, probe.responses, probe.mean_logprob, probe.vote_keys))
