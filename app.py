@@ -95,9 +95,11 @@ def timing_line(result: RankedCandidates, ranker_choice: str, ranker, rm_note: s
     parts.append(f"RM {1000 * t['rm_s']:.0f} ms" if "rm_s" in t else rm_note)
     who = ranker_choice or LATEST
     if ranker is not None and ranker.fused:
-        fused = [{"mean_logprob": "mean log-prob", "vote_share": "vote share"}[name]
-                 for name in ranker.fusion_weights if name != "ranker"]
-        who += f" (hidden states + {' + '.join(fused)})"
+        names = {"mean_logprob": "mean log-prob", "vote_share": "vote share"}
+        fused = [names[name] for name in ranker.fusion_weights if name != "ranker"]
+        who += f" (hidden states + {' + '.join(fused)})" if fused else " (hidden states)"
+        if ranker.fusion.fallback is not None:
+            who += ", free signals for prompts unlike its training data"
     return f"**{result.num_candidates} candidates** · " + " · ".join(parts) + f" · ranked by {who}"
 
 
