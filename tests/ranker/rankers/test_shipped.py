@@ -22,8 +22,10 @@ def test_shipped_cards_load_with_their_fusion_weights_and_calibration_exactly(na
     ranker = load_for_model(path, EMBEDDED)
     assert ranker.fingerprint_.model == EMBEDDED and ranker.fingerprint_.layer == card["fingerprint"]["layer"]
     assert ranker.fusion.weights == card["fusion"]["weights"] and ranker.fusion.global_weights == card["fusion"]["global_weights"]
-    assert ranker.fusion.num_clusters == len(card["fusion"]["weights"]) == ranker.fusion.centroids.shape[0]
-    assert ranker.calibration_ == PlattCalibration(**card["calibration"]) and ranker.calibration_.source == "training"
+    centroids = 1 if ranker.fusion.centroids is None else ranker.fusion.centroids.shape[0]
+    assert ranker.fusion.num_clusters == len(card["fusion"]["weights"]) == centroids
+    assert ranker.fusion.fallback.to_dict() == card["fusion"]["fallback"]  # its support centroids loaded beside it
+    assert ranker.calibration_ == PlattCalibration(**card["calibration"]) and ranker.calibration_.source == "out_of_fold"
     assert ranker.fusion_config_.enabled and ranker.get_params()["fusion_clusters"] == (1, 2, 4, 8)
     assert ranker.kind == {"list_ranker": "list", "point_ranker": "point"}[name]
     q = torch.zeros(ranker.n_features_in_)
