@@ -182,8 +182,12 @@ class LanguageRanker:
         self.model_, self.ranker_config_, self.train_config_ = model, ranker_config, train_config
         self.fusion_config_, self.fingerprint_, self.n_features_in_ = fusion_config, fingerprint, hidden_size
         self.fusion_, self.fusion_report_ = Fusion([dict(RANKER_ONLY)]), None
-        every = pool_signals(queries) if streaming else [query_signals(q) for q in queries]
-        signals = [{k: v for k, v in s.items() if k in fusion_config.signals} for s in every]
+        # The per-query signals are built only for fusion: for a million-row store they are ~15,000
+        # small dicts of tensors, which a calibration-only cross-fit does not need.
+        signals = [{} for _ in range(len(queries))]
+        if fusion_config.enabled and fusion_config.signals:
+            every = pool_signals(queries) if streaming else [query_signals(q) for q in queries]
+            signals = [{k: v for k, v in s.items() if k in fusion_config.signals} for s in every]
         fuse_signals = fusion_config.enabled and any(signals)
         out_of_fold = None
         if (fuse_signals or (calibrate and calibration_source == "out_of_fold")) and len(queries) >= 2 * fusion_config.folds:
@@ -219,6 +223,8 @@ class LanguageRanker:
             if fusion_config.fallback and len(queries) >= fusion_config.domains * MIN_CLUSTER_QUERIES:
                 fusion.fallback, report["fallback"] = self._fit_fallback(queries, signals, oof, parts, labels, instructions,
                                                                          fusion, ranker_config, train_config, fusion_config)
+        if not fuse_signals:  # ranker-only: the raw scores are the fused ones (no float64 copy of every row)
+            return fusion, report, oof
         fused = [combine(fusion.weights_for(instructions[i]), oof[i], signals[i]).float() for i in range(len(queries))]
         return fusion, report, fused
 
