@@ -12,7 +12,7 @@ over those rows alone, reusing the generation cache.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -139,11 +139,31 @@ def eos_token_ids(base: BaseModel) -> list[int]:
     return ids
 
 
+StepCallback = Callable[[int, int], None]  # (decode steps done, max_new_tokens), called once per decode step
+
+
+class _StepProgress:
+    """A logits processor that only reports each decode step to a callback (for progress bars)."""
+
+    def __init__(self, prompt_length: int, max_new_tokens: int, on_step: StepCallback):
+        self.prompt_length, self.max_new_tokens, self.on_step = prompt_length, max_new_tokens, on_step
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.on_step(input_ids.shape[1] - self.prompt_length + 1, self.max_new_tokens)
+        return scores
+
+
 def sample_candidates(
-    base: BaseModel, prompt: str, config: SamplingConfig | None = None, layers: int | float | Sequence = 0.6
+    base: BaseModel, prompt: str, config: SamplingConfig | None = None, layers: int | float | Sequence = 0.6,
+    on_step: StepCallback | None = None,
 ) -> SampleResult:
-    """Sample `config.num_candidates` answers to one prompt, with features at `layers`."""
-    return sample_candidates_batch(base, [prompt], config, layers)[0]
+    """Sample `config.num_candidates` answers to one prompt, with features at `layers`.
+
+    on_step: called after each decode step with (steps done, max_new_tokens), e.g. to move a
+    progress bar while sampling; generation may end before max_new_tokens when every candidate
+    has finished.
+    """
+    return sample_candidates_batch(base, [prompt], config, layers, on_step=on_step)[0]
 
 
 @torch.no_grad()
@@ -153,12 +173,13 @@ def sample_candidates_batch(
     config: SamplingConfig | None = None,
     layers: int | float | Sequence = 0.6,
     max_rows: int = 256,
+    on_step: StepCallback | None = None,
 ) -> list[SampleResult]:
     """Sample N answers for each prompt, several prompts per `generate` call.
 
     Prompts are grouped so that one call holds at most `max_rows` = prompts x N rows (at least
     one prompt per call). The seed applies per call, so results are reproducible for the
-    same prompts, config and `max_rows`.
+    same prompts, config and `max_rows`. on_step: as in `sample_candidates`, for every call.
     """
     config = (config or SamplingConfig()).validate()
     if isinstance(prompts, str):
@@ -169,11 +190,12 @@ def sample_candidates_batch(
     per_call = max(1, max_rows // config.num_candidates)
     results: list[SampleResult] = []
     for start in range(0, len(prompts), per_call):
-        results.extend(_sample_one_call(base, list(prompts[start : start + per_call]), config, resolved))
+        results.extend(_sample_one_call(base, list(prompts[start : start + per_call]), config, resolved, on_step))
     return results
 
 
-def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig, layers: tuple[int, ...]) -> list[SampleResult]:
+def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig, layers: tuple[int, ...],
+                     on_step: StepCallback | None = None) -> list[SampleResult]:
     model, n = base.model, config.num_candidates
     encoded = encode_prompts(base, prompts)
     prompt_length = encoded["input_ids"].shape[1]
@@ -196,7 +218,8 @@ def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig
             max_new_tokens=config.max_new_tokens,
             eos_token_id=eos_ids,
             pad_token_id=base.tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList([signals]),
+            logits_processor=LogitsProcessorList(
+                [signals] if on_step is None else [signals, _StepProgress(prompt_length, config.max_new_tokens, on_step)]),
             return_dict_in_generate=True,
         )
         generated = output.sequences[:, prompt_length:]  # (rows, G)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ranker.capture.base_model import BaseModel
-from ranker.capture.sampling import SamplingConfig, sample_candidates
+from ranker.capture.sampling import SamplingConfig, StepCallback, sample_candidates
 from ranker.evaluation.metrics import best_candidates
 from ranker.rankers.estimator import LanguageRanker
 from ranker.tasks.voting import response_keys
@@ -92,18 +92,20 @@ class RankedCandidates:
 
 
 def rank_prompt(base: BaseModel, prompt: str, sampling: SamplingConfig, ranker: LanguageRanker | None = None,
-                rm=None, layer: int | float | None = None) -> RankedCandidates:
+                rm=None, layer: int | float | None = None, on_step: StepCallback | None = None) -> RankedCandidates:
     """Sample, then score with `ranker` (features captured during sampling) and `rm` (its own passes).
 
     layer: where to capture features; defaults to the ranker's own layer, else `DEFAULT_LAYER`.
-    rm: anything with `score(prompt, candidates) -> (K,)` (ranker.reward estimators).
+    rm: anything with `score(prompt, candidates) -> (K,)` (ranker.reward estimators); None leaves
+    `rm_scores` empty, for `score_with_rm` to fill later (the ranked list need not wait for it).
+    on_step: called once per decode step (`ranker.capture.sampling.sample_candidates`).
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("the prompt is empty; type a question or an instruction")
     if layer is None:
         layer = ranker.fingerprint_.layer if ranker is not None and ranker.fingerprint_ is not None else DEFAULT_LAYER
     start = time.perf_counter()
-    sample = sample_candidates(base, prompt, sampling, layers=layer)
+    sample = sample_candidates(base, prompt, sampling, layers=layer, on_step=on_step)
     timings = {"generate_s": time.perf_counter() - start}
     instruction, responses = sample.features()
     result = RankedCandidates(
@@ -126,7 +128,20 @@ def rank_prompt(base: BaseModel, prompt: str, sampling: SamplingConfig, ranker: 
         if ranker.calibrated:
             result.probabilities = ranker.probability_correct(result.ranker_scores)
     if rm is not None:
-        start = time.perf_counter()
-        result.rm_scores = torch.as_tensor(rm.score(prompt, result.texts), dtype=torch.float32).flatten()
-        timings["rm_s"] = time.perf_counter() - start
+        score_with_rm(result, rm)
+    return result
+
+
+def score_with_rm(result: RankedCandidates, rm) -> RankedCandidates:
+    """Fill `result.rm_scores` (K,) with the reward model's scores of its candidates; returns `result`.
+
+    The RM runs its own forward passes over prompt + candidate, so it costs far more than the
+    ranker; calling it after the ranked list is shown keeps the user from waiting for it.
+    """
+    start = time.perf_counter()
+    scores = torch.as_tensor(rm.score(result.prompt, result.texts), dtype=torch.float32).flatten()
+    if scores.numel() != result.num_candidates:
+        raise ValueError(f"the reward model returned {scores.numel()} scores for {result.num_candidates} candidates")
+    result.rm_scores = scores
+    result.timings["rm_s"] = time.perf_counter() - start
     return result

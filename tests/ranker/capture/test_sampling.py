@@ -84,6 +84,18 @@ def test_same_seed_same_candidates_and_features(tiny_base):
     assert [c.token_ids for c in first[0].candidates] != [c.token_ids for c in other[0].candidates]
 
 
+def test_step_callback_sees_every_decode_step_and_changes_nothing(tiny_base):
+    config = SamplingConfig(num_candidates=4, max_new_tokens=12, seed=3)
+    steps = []
+    reported = sample_candidates(tiny_base, PROMPTS[1], config, layers=2, on_step=lambda done, total: steps.append((done, total)))
+    plain = sample_candidates(tiny_base, PROMPTS[1], config, layers=2)
+    assert [c.token_ids for c in reported.candidates] == [c.token_ids for c in plain.candidates]
+    assert torch.equal(reported.response_features, plain.response_features)
+    longest = max(c.num_tokens for c in plain.candidates)
+    # One call per generated position: 1, 2, ... up to the longest candidate, against max_new_tokens.
+    assert steps == [(i, 12) for i in range(1, longest + 1)]
+
+
 def test_max_rows_splits_calls_without_changing_parity(tiny_base):
     results = sample_candidates_batch(tiny_base, PROMPTS, SamplingConfig(num_candidates=4, max_new_tokens=10, seed=2), layers=3, max_rows=4)
     assert [r.prompt for r in results] == PROMPTS
