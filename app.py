@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 
 from labeling.http_api import label_router
 from labeling.label_store import DEFAULT_PROFILE
+from labeling.openai_api import openai_router
 from labeling.service import CHOICE_WORDS, LATEST, Generation, RankerService, ServiceConfig, stored_rows
 from ranker.capture.base_model import load_base_model
 from ranker.experiments.plots import learning_curve_figure, load_figures
@@ -449,12 +450,14 @@ def build_demo(app_service: RankerService, oauth: bool | None = None) -> gr.Bloc
 
 
 def launch(demo: gr.Blocks, app_service: RankerService, **kwargs):
-    """Serve the UI and, on the same server, the JSON label routes (`labeling.http_api`). Returns (app, url).
+    """Serve the UI and, on the same server, the JSON label routes (`labeling.http_api`) and the
+    OpenAI-compatible routes (`labeling.openai_api`). Returns (app, url).
 
     Does not block (the caller blocks with `demo.block_thread()`); kwargs go to `demo.launch`.
     """
     server_app, local_url, _ = demo.launch(prevent_thread_lock=True, **LAUNCH_KWARGS, **kwargs)
     server_app.include_router(label_router(app_service))
+    server_app.include_router(openai_router(app_service))
     return server_app, local_url
 
 

@@ -29,7 +29,7 @@ from labeling.ratelimit import RateLimited
 MAX_BODY_BYTES = 4096
 
 
-def _oauth_username(request: Request) -> str | None:
+def oauth_username(request: Request) -> str | None:
     """The signed-in Hugging Face user, when a session middleware (Gradio's OAuth) is installed."""
     if "session" not in request.scope:
         return None
@@ -66,7 +66,7 @@ def label_router(service) -> APIRouter:
             if annotator not in (None, "") and not service.config.access.local_mode:
                 raise Forbidden("the annotator field is accepted only in local mode; "
                                 "send X-Annotator-Token, or sign in, to have an id of your own")
-            caller = service.identify(request, _oauth_username(request), request.headers.get("x-annotator-token"),
+            caller = service.identify(request, oauth_username(request), request.headers.get("x-annotator-token"),
                                       annotator or None)
             return JSONResponse(action(caller, body))
         except OverflowError as error:
