@@ -8,14 +8,28 @@ Tables (schema version `SCHEMA_VERSION`, recorded in `schema_version`):
 - `requests`: one row per generation: prompt, the N candidate texts, the features the ranker saw
   (instruction (H,) and responses (N, H), float16 bytes; float32 when a value would overflow
   float16), layer, the base model's fingerprint, the ranker's version/scores/probabilities,
-  optional reward-model scores, per-candidate mean log-prob, token count and finish reason,
-  the sampling parameters and an optional profile (task or user) name.
+  optional reward-model scores (filled once, after the request is ranked: `set_rm_scores`),
+  per-candidate mean log-prob, token count and finish reason, the sampling parameters and an
+  optional profile (task or user) name.
 - `labels`: one row per judgement of a request: annotator, choice, the display order, whether the
-  ranker's scores were hidden (blind), optional per-candidate grades, `undone`, the client's
-  idempotency key `client_key` and `superseded_by` (the label that replaced this one).
+  ranker's scores were hidden (blind), optional per-candidate grades and their `grade_scale`, an
+  optional full `ranking`, `undone`, the client's idempotency key `client_key` and `superseded_by`
+  (the label that replaced this one).
 
-Choice: a candidate index into the request's `candidates` (NOT a display position), as a decimal
-string, or "tie", "all_bad" or "skip". Grades: {candidate index: 1..5 stars, or -1/+1 thumbs}.
+Every index a label stores is a candidate index into the request's `candidates`, NEVER a display
+position (`order_shown[p]` is the candidate shown at position p; `ranking_from_display` and
+`grades_from_display` convert what a user clicked):
+- choice: a candidate index as a decimal string, or "tie", "all_bad" or "skip".
+- grades: {candidate index: grade}, on one `grade_scale`: "stars" (1..5) or "thumbs" (-1 down,
+  +1 up). 1 is both one star and thumbs up, so the scale is stored with the grades: given by the
+  caller, or inferred when the values decide it (a -1: thumbs; a 2..5: stars); grades that are all 1
+  without a scale, or that mix -1 with 2..5, are refused. Labels written before version 3 have no
+  scale; `split_grades` reads them per value (-1 thumbs down, 2..5 stars, 1 a star unless the
+  label has a -1 and no 2..5).
+- ranking: a full ranking, best first: every candidate index exactly once (a permutation of
+  range(N); a partial or tied ranking is refused). A label with a ranking has its first candidate
+  as its choice, so everything that reads picks reads the ranking's best.
+A "skip" that carries grades is a judgement too: it counts, and trains as its grades (no pick).
 
 Idempotency and the one-live-judgement rule (both enforced by UNIQUE indexes, not only in Python,
 so concurrent threads or processes cannot break them):
@@ -28,10 +42,12 @@ so concurrent threads or processes cannot break them):
   marked undone with `superseded_by` = the new label_id, so counts and training see one
   judgement, the newest. `undo_last` does not bring a superseded label back.
 
-Schema versions: 1 had neither column. Opening a version-1 file migrates it in place, in one
-transaction: the two columns are added, older duplicate live labels of an (annotator, request)
-are superseded by the newest (by insertion order), the indexes are created and the version is
-set to 2. No row is changed otherwise, none is removed.
+Schema versions: 1 had neither client_key nor superseded_by; 2 had no ranking or grade_scale.
+Opening an older file migrates it in place, in one transaction per open (all steps or none):
+1 -> 2: the two columns are added, older duplicate live labels of an (annotator, request) are
+superseded by the newest (by insertion order), the indexes are created; 2 -> 3: `ranking` and
+`grade_scale` are added (NULL: no ranking, and grades of unrecorded scale). No row is changed
+otherwise, none is removed.
 
 Exports (`export_parquet`, `to_dataset`) hash annotator identities by default: HMAC-SHA256 under
 a random key kept in `<data_dir>/annotator_hmac.key` (created 0600 on first use), so the same
@@ -41,7 +57,9 @@ whether it is hashed: the `annotator_hashed` column, and in parquet the schema m
 `language_ranker` (JSON: format, schema_version, annotators "hmac-sha256" or "plain").
 `merge_parquet` imports an unhashed export (a backup): requests by request_id and labels by
 label_id are inserted only if missing, and `undone` set in either copy stays set, so merging is
-idempotent and merging several stores' exports gives their union.
+idempotent and merging several stores' exports gives their union. Exports of older versions (no
+client_key/superseded_by/annotator_hashed, or no ranking/grade_scale) merge too.
+Exports for preference trainers (pairs, graded candidates) are `labeling.exports`.
 
 Nothing is ever lost: undo is a soft delete (`undone = 1`), triggers refuse DELETE on both tables,
 bad input raises ValueError before anything is written, and opening a file that is not a label
@@ -83,12 +101,14 @@ from ranker.core.tensors import storage_dtype
 from ranker.rankers.preferences import ALL_BAD, TIE, Preference
 from ranker.tasks.voting import response_keys
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "labels.sqlite"
 SKIP = "skip"
 DEFAULT_PROFILE = "default"  # a request recorded without a profile belongs to this one
 CHOICE_WORDS = (TIE, ALL_BAD, SKIP)
 GRADE_VALUES = (-1, 1, 2, 3, 4, 5)  # thumbs down / up, or 1..5 stars
+STARS, THUMBS = "stars", "thumbs"
+GRADE_SCALES = {STARS: (1, 2, 3, 4, 5), THUMBS: (-1, 1)}  # the values each grade_scale allows
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Limits on what one call may store: far above what the app sends, low enough that a hostile
 # caller or file cannot make one row unreasonably large.
@@ -136,7 +156,7 @@ _SCHEMA = (
         sampling TEXT NOT NULL,
         profile TEXT
     )""",
-    # client_key and superseded_by come last, where version 1's migration (ALTER TABLE) puts them.
+    # client_key, superseded_by, ranking and grade_scale come last, where the migrations (ALTER TABLE) put them.
     """CREATE TABLE labels (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         label_id TEXT NOT NULL UNIQUE,
@@ -149,7 +169,9 @@ _SCHEMA = (
         grades TEXT,
         undone INTEGER NOT NULL DEFAULT 0,
         client_key TEXT,
-        superseded_by TEXT
+        superseded_by TEXT,
+        ranking TEXT,
+        grade_scale TEXT
     )""",
     "CREATE INDEX labels_by_request ON labels(request_id)",
     "CREATE INDEX labels_by_annotator ON labels(annotator, undone)",
@@ -161,8 +183,8 @@ _SCHEMA = (
     "BEGIN SELECT RAISE(ABORT, 'labels are never deleted; undo marks them undone'); END",
 )
 
-# Version 1 -> 2, run in one transaction. Version 1 let an annotator hold several live labels of
-# one request; the newest (highest seq) stays live and the others point at it.
+# Version v -> v + 1, all run in one transaction. Version 1 let an annotator hold several live
+# labels of one request; the newest (highest seq) stays live and the others point at it.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "ALTER TABLE labels ADD COLUMN client_key TEXT",
@@ -178,6 +200,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         *_LABEL_INDEXES,
         "UPDATE schema_version SET version = 2",
     ),
+    2: (
+        "ALTER TABLE labels ADD COLUMN ranking TEXT",  # JSON list of candidate indices, best first
+        "ALTER TABLE labels ADD COLUMN grade_scale TEXT",  # "stars" or "thumbs"; NULL for older graded labels
+        "UPDATE schema_version SET version = 3",
+    ),
 }
 
 # Request columns that hold JSON, and the frame columns labels_frame() decodes them into.
@@ -186,12 +213,16 @@ _JSON_COLUMNS = ("candidates", "fingerprint", "ranker_scores", "probabilities", 
 _REQUEST_COLUMNS = ("request_id", "created", "prompt", "num_candidates", "hidden_size", "layer", "ranker_version",
                     "profile", "feature_dtype") + _JSON_COLUMNS
 _LABEL_COLUMNS = ("label_id", "request_id", "created", "annotator", "choice", "order_shown", "blind", "grades",
-                  "undone", "client_key", "superseded_by")
+                  "undone", "client_key", "superseded_by", "ranking", "grade_scale")
 # One export row per label: the label, then its request (request_created is the request's `created`).
 _EXPORT_COLUMNS = (*_LABEL_COLUMNS, "request_created", *[c for c in _REQUEST_COLUMNS if c not in ("request_id", "created")],
                    "instruction", "responses", "annotator_hashed")
-# Columns an export must have to be merged (version-1 exports lack client_key, superseded_by, annotator_hashed).
-_MERGE_REQUIRED = tuple(c for c in _EXPORT_COLUMNS if c not in ("client_key", "superseded_by", "annotator_hashed"))
+# Columns an export must have to be merged (version-1 exports lack client_key, superseded_by, annotator_hashed;
+# version-2 exports lack ranking and grade_scale).
+_OPTIONAL_EXPORT_COLUMNS = ("client_key", "superseded_by", "annotator_hashed", "ranking", "grade_scale")
+_MERGE_REQUIRED = tuple(c for c in _EXPORT_COLUMNS if c not in _OPTIONAL_EXPORT_COLUMNS)
+# Arrow types of the label columns that may be all null in an export (pandas would make them untyped).
+_EXPORT_TYPES = {"ranking": pa.list_(pa.int64()), "grade_scale": pa.string()}
 
 
 @dataclass
@@ -200,8 +231,9 @@ class LabeledPreference(Preference):
 
     As in `Preference`, `responses` (K, H), `mean_logprob` (K,) and `vote_keys` (K answer keys under
     the free-form rule of `ranker.tasks.voting`, as the app scored them) are in display order and `choice`
-    is a display position (or "tie"/"all_bad"); `order_shown[p]` is the candidate index shown at
-    position p.
+    is a display position (or "tie"/"all_bad"); so are the keys of `stars`/`thumbs` and the entries of
+    `ranking`. `order_shown[p]` is the candidate index shown at position p. A "skip" that carries
+    grades comes as choice "tie" (no pick) with its grades.
     """
 
     label_id: str = ""
@@ -575,6 +607,20 @@ class LabelStore:
         with self._connect() as conn:
             return self._decode_request(self._request_row(conn, request_id))
 
+    def set_rm_scores(self, request_id: str, rm_scores: Sequence[float] | Tensor) -> None:
+        """Add the reward model's scores (N finite floats) to a request stored without them.
+
+        The app records a request as soon as it is ranked and the RM scores it afterwards. Scores
+        once stored are never replaced: the same scores again are a no-op, others raise ValueError.
+        """
+        request_id = _check_id("request_id", request_id)
+        with self._write() as conn:
+            row = self._request_row(conn, request_id)
+            stored = _dumps(_float_list("rm_scores", rm_scores, row["num_candidates"]))
+            if row["rm_scores"] is not None and row["rm_scores"] != stored:
+                raise ValueError(f"request {request_id} already has reward-model scores; they are never replaced")
+            conn.execute("UPDATE requests SET rm_scores = ? WHERE request_id = ?", (stored, request_id))
+
     # --- labels -------------------------------------------------------------------------------
 
     def add_label(
@@ -586,12 +632,19 @@ class LabelStore:
         blind: bool = True,
         grades: Mapping[int | str, int] | None = None,
         client_key: str | None = None,
+        *,
+        ranking: Sequence[int] | None = None,
+        grade_scale: str | None = None,
     ) -> str:
         """Store one judgement of `request_id`; returns its label_id (uuid4 hex).
 
-        choice: a candidate index (int or decimal string, into the request's candidates), or "tie",
-        "all_bad", "skip". order_shown: the candidate indices in the order they were displayed (a
-        permutation of range(N)). grades: {candidate index: 1..5 or -1/+1}.
+        Every index is a candidate index into the request's candidates, never a display position
+        (`ranking_from_display` / `grades_from_display` convert what the user clicked).
+        choice: a candidate index (int or decimal string), or "tie", "all_bad", "skip". order_shown:
+        the candidate indices in the order they were displayed (a permutation of range(N)).
+        grades: {candidate index: 1..5 or -1/+1}, on `grade_scale` "stars" or "thumbs" (None: inferred
+        from the values where they decide it; see the module docstring).
+        ranking: all N candidate indices, best first, each once; choice must then be ranking[0].
         client_key: the client's idempotency key (1-128 of A-Z a-z 0-9 _ . : -), unique per
         annotator: a retry with the same key and content returns the first call's label_id and
         writes nothing; the same key with other content raises ValueError.
@@ -606,18 +659,26 @@ class LabelStore:
             n = self._request_row(conn, request_id)["num_candidates"]
             stored_choice = _normalise_choice(choice, n)
             order = json.dumps(_normalise_order(order_shown, n))
-            stored_grades = _dumps(_normalise_grades(grades, n))
+            normalised_grades = _normalise_grades(grades, n)
+            stored_scale = _check_grade_scale(normalised_grades, grade_scale)
+            stored_grades = _dumps(normalised_grades)
+            ranked = _normalise_ranking(ranking, n)
+            if ranked is not None and stored_choice != str(ranked[0]):
+                raise ValueError(f"choice {choice!r:.40} must be the ranking's first (best) candidate {ranked[0]} "
+                                 "when a ranking is given")
+            stored_ranking = _dumps(ranked)
             if client_key is not None:
                 earlier = conn.execute(
-                    "SELECT label_id, request_id, choice, order_shown, blind, grades FROM labels "
+                    "SELECT label_id, request_id, choice, order_shown, blind, grades, ranking, grade_scale FROM labels "
                     "WHERE annotator = ? AND client_key = ?", (annotator, client_key)).fetchone()
                 if earlier is not None:
-                    content = (request_id, stored_choice, order, int(blind), stored_grades)
+                    content = (request_id, stored_choice, order, int(blind), stored_grades, stored_ranking, stored_scale)
                     if tuple(earlier)[1:] != content:
                         raise ValueError(
                             f"client_key {client_key!r} of annotator {annotator!r} was already used for label "
                             f"{earlier['label_id']} (request {earlier['request_id']}, choice {earlier['choice']!r}, "
-                            f"order {earlier['order_shown']}, blind {bool(earlier['blind'])}, grades {earlier['grades']}); "
+                            f"order {earlier['order_shown']}, blind {bool(earlier['blind'])}, grades {earlier['grades']} "
+                            f"on scale {earlier['grade_scale']}, ranking {earlier['ranking']}); "
                             f"a retry must resend the same label, a new label needs a new key")
                     return earlier["label_id"]
             label_id = uuid.uuid4().hex
@@ -627,7 +688,7 @@ class LabelStore:
             self._insert(conn, "labels", {
                 "label_id": label_id, "request_id": request_id, "created": _now(), "annotator": annotator,
                 "choice": stored_choice, "order_shown": order, "blind": int(blind), "grades": stored_grades,
-                "client_key": client_key,
+                "client_key": client_key, "ranking": stored_ranking, "grade_scale": stored_scale,
             })
         return label_id
 
@@ -638,6 +699,36 @@ class LabelStore:
             row = conn.execute("SELECT label_id FROM labels WHERE annotator = ? AND client_key = ?",
                                (annotator, client_key)).fetchone()
         return None if row is None else row[0]
+
+    def live_choice(self, annotator: str, request_id: str) -> str | None:
+        """The choice of `annotator`'s live (not undone) label of `request_id`, or None."""
+        annotator, request_id = _check_annotator(annotator), _check_id("request_id", request_id)
+        with self._connect() as conn:
+            row = conn.execute("SELECT choice FROM labels WHERE annotator = ? AND request_id = ? AND undone = 0",
+                               (annotator, request_id)).fetchone()
+        return None if row is None else row[0]
+
+    def requests_to_review(self, annotator: str, overlap: int, limit: int = 1) -> list[str]:
+        """Requests another annotator should judge too (the app's overlap for inter-annotator agreement).
+
+        Oldest first, at most `limit`: requests with at least one live judgement (a pick, "tie" or
+        "all_bad", or a graded skip), judged by fewer than `overlap` distinct annotators, and never
+        labelled by `annotator` (not even a skip or an undone label).
+        """
+        annotator = _check_annotator(annotator)
+        for name, value, low in (("overlap", overlap, 2), ("limit", limit, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1000:
+                raise ValueError(f"{name} must be a whole number in {low}..1000, got {value!r:.40}")
+        judged = "labels.undone = 0 AND (labels.choice != ? OR (labels.grades IS NOT NULL AND labels.grades != '{}'))"
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT request_id FROM labels JOIN requests USING (request_id) WHERE {judged} "
+                "AND request_id NOT IN (SELECT request_id FROM labels WHERE annotator = ?) "
+                "GROUP BY request_id HAVING COUNT(DISTINCT labels.annotator) < ? "
+                "ORDER BY MIN(requests.created), request_id LIMIT ?",
+                (SKIP, annotator, overlap, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def undo_last(self, annotator: str) -> str | None:
         """Mark `annotator`'s latest label that is not undone as undone; its label_id, or None if none."""
@@ -655,12 +746,13 @@ class LabelStore:
     def count(self, annotator: str | None = None, include_skips: bool = False, profile: str | None = None) -> int:
         """Labels that are not undone (skips only with include_skips), optionally of one annotator/profile.
 
-        A request recorded without a profile counts as profile "default".
+        A skip that carries grades is a judgement and counts without include_skips. A request
+        recorded without a profile counts as profile "default".
         """
         sql = "SELECT COUNT(*) FROM labels JOIN requests USING (request_id) WHERE labels.undone = 0"
         args: list = []
         if not _check_bool("include_skips", include_skips):
-            sql += " AND labels.choice != ?"
+            sql += " AND (labels.choice != ? OR (labels.grades IS NOT NULL AND labels.grades != '{}'))"
             args.append(SKIP)
         if annotator is not None:
             sql += " AND labels.annotator = ?"
@@ -694,7 +786,7 @@ class LabelStore:
         out = []
         for row in rows:
             record = {key: row[key] for key in row.keys() if key not in ("instruction", "responses")}
-            for name in (*_JSON_COLUMNS, "order_shown"):
+            for name in (*_JSON_COLUMNS, "order_shown", "ranking"):
                 record[name] = None if row[name] is None else json.loads(row[name])
             record["grades"] = None if row["grades"] is None else {int(k): v for k, v in json.loads(row["grades"]).items()}
             if row["label_id"] is None:  # a request nobody labelled (include_unlabelled)
@@ -707,6 +799,14 @@ class LabelStore:
                 record["responses"] = _features_from_bytes(row["responses"], row["feature_dtype"], (n, hidden))
             out.append(record)
         return out
+
+    def label_records(self, include_undone: bool = True) -> list[dict]:
+        """`labels_frame`'s rows as dicts, oldest first, with None (not pandas' NaN) where a value is missing."""
+        include_undone = _check_bool("include_undone", include_undone)
+        records = [row for row in self._joined_rows(with_features=False) if include_undone or not row["undone"]]
+        for row in records:
+            del row["seq"]
+        return records
 
     def labels_frame(self, include_undone: bool = True) -> pd.DataFrame:
         """One row per label joined with its request (JSON decoded, no features), in insertion order."""
@@ -744,6 +844,10 @@ class LabelStore:
         key = self._hmac_key()
         return lambda annotator: hmac.new(key, annotator.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
+    def annotator_pseudonyms(self) -> Callable[[str], str]:
+        """annotator id -> the keyed pseudonym the exports use (module docstring); makes the key on first use."""
+        return self._pseudonym()
+
     def _export_frame(self, hash_annotators: bool, include_unlabelled: bool = False) -> pd.DataFrame:
         hash_annotators = _check_bool("hash_annotators", hash_annotators)
         pseudonym = self._pseudonym() if hash_annotators else None
@@ -768,14 +872,17 @@ class LabelStore:
         include_unlabelled: also one row per request nobody labelled yet, its label columns null
         (a full backup: a label sent after a restart still finds its request).
         Written to a temporary file next to `path` and renamed, so readers never see half a file.
-        fingerprint, sampling and grades are JSON strings. Schema metadata `language_ranker`
-        records the format and whether annotators are hashed.
+        fingerprint, sampling and grades are JSON strings; ranking is a list of candidate indices
+        (null without one). Schema metadata `language_ranker` records the format and whether
+        annotators are hashed.
         """
         if not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"path must be a file path, got {path!r:.200}")
         path = Path(path)
         frame = self._export_frame(hash_annotators, include_unlabelled)
         table = pa.Table.from_pandas(frame, preserve_index=False)
+        for name, kind in _EXPORT_TYPES.items():  # a column that is all null has no type of its own
+            table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
         info = {"format": EXPORT_FORMAT, "schema_version": SCHEMA_VERSION, "annotators": HASHED if hash_annotators else PLAIN}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), EXPORT_METADATA_KEY: json.dumps(info).encode()})
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -869,23 +976,29 @@ class LabelStore:
         counts["labels_added"] += 1
 
     def preferences(self, profile: str | None = None, annotator: str | None = None) -> list[LabeledPreference]:
-        """Non-undone, non-skip labels as preferences (query_id = label_id), oldest first.
+        """Non-undone labels as preferences (query_id = label_id), oldest first; skips only when graded.
 
         profile: only requests of this profile (None: all; requests without one are "default").
-        Responses are reordered to display order (`Preference`'s convention) and the choice becomes
-        the display position of the pick; "tie" and "all_bad" pass through.
+        Responses are reordered to display order (`Preference`'s convention): the choice becomes
+        the display position of the pick ("tie" and "all_bad" pass through; a graded skip becomes
+        "tie", no pick), and the ranking and the grades' keys become display positions too. Grades
+        are split by `split_grades` into `stars` and `thumbs`.
         """
         annotator = None if annotator is None else _check_annotator(annotator)
         out = []
         for row in self._joined_rows(with_features=True):
-            if row["undone"] or row["choice"] == SKIP:
+            if row["undone"] or (row["choice"] == SKIP and not row["grades"]):
                 continue
             if profile is not None and (row["profile"] or DEFAULT_PROFILE) != profile:
                 continue
             if annotator is not None and row["annotator"] != annotator:
                 continue
             order = row["order_shown"]
-            choice: int | str = row["choice"] if row["choice"] in (TIE, ALL_BAD) else order.index(int(row["choice"]))
+            position = {candidate: p for p, candidate in enumerate(order)}
+            choice: int | str = TIE if row["choice"] == SKIP else row["choice"]
+            if choice not in (TIE, ALL_BAD):
+                choice = position[int(choice)]
+            stars, thumbs = split_grades(row["grades"], row["grade_scale"])
             out.append(LabeledPreference(
                 instruction=row["instruction"],
                 responses=row["responses"][order],
@@ -893,6 +1006,9 @@ class LabelStore:
                 query_id=row["label_id"],
                 mean_logprob=torch.tensor(row["mean_logprobs"], dtype=torch.float32)[order],
                 vote_keys=response_keys([row["candidates"][i] for i in order]),
+                ranking=None if row["ranking"] is None else [position[c] for c in row["ranking"]],
+                stars={position[c]: g for c, g in stars.items()} or None,
+                thumbs={position[c]: g for c, g in thumbs.items()} or None,
                 label_id=row["label_id"],
                 request_id=row["request_id"],
                 annotator=row["annotator"],
@@ -952,17 +1068,23 @@ def _request_from_export(record: dict) -> dict:
 
 def _label_from_export(record: dict, n: int) -> dict:
     """A validated `labels` row from one export row, for a request with n candidates."""
-    grades = None if record["grades"] is None else _json_field("grades", record["grades"], dict)
+    grades = None if record["grades"] is None else _normalise_grades(_json_field("grades", record["grades"], dict), n)
     superseded_by = record.get("superseded_by")
+    choice = _normalise_choice(record["choice"], n)
+    ranking = _normalise_ranking(record.get("ranking"), n)
+    if ranking is not None and choice != str(ranking[0]):
+        raise ValueError(f"choice {choice!r} is not the ranking's first candidate {ranking[0]}")
     return {
         "label_id": _check_id("label_id", record["label_id"]),
         "request_id": record["request_id"],
         "created": _check_timestamp("created", record["created"]),
         "annotator": _check_annotator(record["annotator"]),
-        "choice": _normalise_choice(record["choice"], n),
+        "choice": choice,
         "order_shown": json.dumps(_normalise_order(record["order_shown"], n)),
         "blind": int(_check_bool("blind", record["blind"])),
-        "grades": _dumps(_normalise_grades(grades, n)),
+        "grades": _dumps(grades),
+        "grade_scale": _check_grade_scale(grades, record.get("grade_scale"), infer=False),
+        "ranking": _dumps(ranking),
         "undone": int(_check_bool("undone", record["undone"])),
         "client_key": _check_client_key(record.get("client_key")),
         "superseded_by": None if superseded_by is None else _check_id("superseded_by", superseded_by),
@@ -1011,6 +1133,128 @@ def _normalise_grades(grades: Mapping[int | str, int] | None, n: int) -> dict[st
             raise ValueError(f"grade for candidate {index} must be 1..5 stars or -1/+1 thumbs, got {value!r:.100}")
         out[str(index)] = int(value)
     return out
+
+
+def _check_grade_scale(grades: Mapping[str, int] | None, grade_scale: Any, infer: bool = True) -> str | None:
+    """The grade_scale to store with normalised `grades` (see the module docstring); ValueError when it is
+    wrong for them, or (infer=True) when none is given and the values do not decide it.
+
+    infer=False (a merged row): a missing scale stays None, as the exporting store had it.
+    """
+    if grade_scale is not None and (not isinstance(grade_scale, str) or grade_scale not in GRADE_SCALES):
+        raise ValueError(f"grade_scale must be None, {STARS!r} or {THUMBS!r}, got {grade_scale!r:.100}")
+    if grades is None:
+        if grade_scale is not None:
+            raise ValueError(f"grade_scale {grade_scale!r} was given without grades")
+        return None
+    if grade_scale is not None:
+        for index, value in grades.items():
+            if value not in GRADE_SCALES[grade_scale]:
+                raise ValueError(f"grade for candidate {index} must be one of {list(GRADE_SCALES[grade_scale])} "
+                                 f"on grade_scale {grade_scale!r}, got {value!r}")
+        return grade_scale
+    values = set(grades.values())
+    if not infer or not values:
+        return None
+    if -1 in values and values <= set(GRADE_SCALES[THUMBS]):
+        return THUMBS
+    if values <= set(GRADE_SCALES[STARS]) and values != {1}:
+        return STARS
+    if values == {1}:
+        raise ValueError(f"grades {_int_keys(grades)} are ambiguous: 1 is both one star and thumbs up; "
+                         f"pass grade_scale={STARS!r} or {THUMBS!r}")
+    raise ValueError(f"grades {_int_keys(grades)} mix thumbs (-1) and stars (2..5); one label grades on one scale")
+
+
+def _int_keys(grades: Mapping[str, int]) -> dict[int, int]:
+    return {int(k): v for k, v in grades.items()}
+
+
+def split_grades(grades: Mapping[int, int] | None, grade_scale: str | None) -> tuple[dict[int, int], dict[int, int]]:
+    """(stars, thumbs): a label's grades by kind, {candidate index: 1..5} and {candidate index: -1/+1}.
+
+    grade_scale None (a label from before schema version 3): by value, -1 is thumbs down, 2..5 are
+    stars, and 1 is a star unless the label has a -1 and no 2..5 (then it is thumbs up).
+    """
+    grades = {int(k): int(v) for k, v in (grades or {}).items()}
+    if grade_scale == STARS:
+        return grades, {}
+    if grade_scale == THUMBS:
+        return {}, grades
+    values = set(grades.values())
+    ones_are_thumbs = -1 in values and not values & {2, 3, 4, 5}
+    thumbs = {k: v for k, v in grades.items() if v == -1 or (v == 1 and ones_are_thumbs)}
+    return {k: v for k, v in grades.items() if k not in thumbs}, thumbs
+
+
+def _normalise_ranking(ranking: Any, n: int) -> list[int] | None:
+    """The stored form of a full ranking: all n candidate indices, best first, each once; ValueError otherwise.
+
+    The length is checked before any entry is read, so a huge list costs nothing.
+    """
+    if ranking is None:
+        return None
+    if isinstance(ranking, (str, bytes, Mapping)) or not (isinstance(ranking, Sequence) or hasattr(ranking, "tolist")):
+        raise ValueError(f"ranking must be a list of candidate indices, best first, got {ranking!r:.200}")
+    try:
+        size = len(ranking)
+    except TypeError:  # a 0-d array or tensor
+        raise ValueError(f"ranking must be a list of candidate indices, best first, got {ranking!r:.200}") from None
+    if size != n:
+        raise ValueError(f"ranking must rank all {n} candidates (a permutation of range({n}), best first), "
+                         f"got {size} entries")
+    values = ranking.tolist() if hasattr(ranking, "tolist") else list(ranking)
+    seen: dict[int, int] = {}
+    for place, value in enumerate(values):
+        if not _is_int(value):
+            raise ValueError(f"ranking[{place}] must be a candidate index (an int), got {value!r:.100}")
+        if not 0 <= value < n:
+            raise ValueError(f"ranking[{place}] = {value} is not a candidate index in [0, {n - 1}]")
+        if int(value) in seen:
+            raise ValueError(f"ranking lists candidate {value} twice (at {seen[int(value)]} and {place}); "
+                             "a full ranking has no ties")
+        seen[int(value)] = place
+    return [int(v) for v in values]
+
+
+def _display_positions(name: str, positions: Sequence[int], k: int) -> list[int]:
+    values = positions.tolist() if hasattr(positions, "tolist") else positions
+    ok = (isinstance(values, Sequence) and not isinstance(values, (str, bytes)) and len(values) <= MAX_CANDIDATES
+          and all(_is_int(p) and 0 <= p < k for p in values))
+    if not ok:
+        raise ValueError(f"{name} must be display positions in [0, {k - 1}], got {positions!r:.200}")
+    return [int(p) for p in values]
+
+
+def _shown_order(order_shown: Any) -> list[int]:
+    """A display order of any length up to MAX_CANDIDATES (its own length is N), validated."""
+    size = len(order_shown) if isinstance(order_shown, Sequence) or hasattr(order_shown, "tolist") else -1
+    if not 0 < size <= MAX_CANDIDATES:
+        raise ValueError(f"order_shown must be a permutation of range(N) with 1 <= N <= {MAX_CANDIDATES}, "
+                         f"got {order_shown!r:.200}")
+    return _normalise_order(order_shown, size)
+
+
+def ranking_from_display(positions: Sequence[int], order_shown: Sequence[int]) -> list[int]:
+    """A ranking the user gave by display position (0-based, best first) as candidate indices, for `add_label`.
+
+    order_shown[p] is the candidate shown at position p (what `add_label` stores as `order_shown`).
+    ValueError unless `positions` lists every position exactly once.
+    """
+    order = _shown_order(order_shown)
+    places = _display_positions("ranking positions", positions, len(order))
+    if sorted(places) != list(range(len(order))):
+        raise ValueError(f"ranking positions must list every display position 0..{len(order) - 1} once, got {places}")
+    return [order[p] for p in places]
+
+
+def grades_from_display(grades: Mapping[int, int], order_shown: Sequence[int]) -> dict[int, int]:
+    """Grades the user gave by display position (0-based) as {candidate index: grade}, for `add_label`."""
+    order = _shown_order(order_shown)
+    if not isinstance(grades, Mapping):
+        raise ValueError(f"grades must be a dict {{display position: grade}}, got {grades!r:.200}")
+    places = _display_positions("grade positions", list(grades), len(order))
+    return {order[p]: value for p, value in zip(places, grades.values())}
 
 
 def _write_failure(error: sqlite3.Error, path: Path) -> OSError | None:

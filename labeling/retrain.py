@@ -1,27 +1,34 @@
 """Retrain the ranker on collected human labels, and promote it only if validation does not get worse.
 
 `retrain_once` (one synchronous retrain):
-1. Human labels of the profile (not undone, not skipped) whose features match the training layer
-   and base model are split by a hash of their request_id: `validation_fraction` of the requests
-   are held out. (Hashing the request rather than the label keeps two annotators' labels of the
-   same generation on the same side, so validation never sees training features.)
+1. Human labels of the profile (not undone; skips only when graded) whose features match the
+   training layer and base model are split by a hash of their request_id: `validation_fraction`
+   of the requests are held out. (Hashing the request rather than the label keeps two annotators'
+   labels of the same generation on the same side, so validation never sees training features.)
 2. A new ranker is fit on the task store's queries (`base_train`, verifiable labels) plus the
-   training labels (`ranker.rankers.preferences.preferences_to_queries`: one-hot on the pick, all 0 for
-   "all_bad", ties dropped), seeded, and Platt-calibrated on its training candidates
-   (`fit(..., calibrate=True)`, as `ranker.rankers.store_training.train_on_store` does), so
-   `probability_correct` works.
+   groups the training labels imply (`ranker.rankers.preferences.preferences_to_queries`: one-hot on
+   the pick, all 0 for "all_bad", ties dropped; a full ranking as its Plackett-Luce groups; stars
+   as (stars - 1) / 4 over the starred candidates; thumbs as 1 up / 0 down), seeded.
+   The ranker's `label_type` (a hyperparameter, "binary" by default) chooses the loss, as in
+   `LanguageRanker`: "binary" trains KL (list) or BCE (point), and the ranker is Platt-calibrated
+   out of fold (`fit(..., calibrate=True)`, as `ranker.rankers.store_training.train_on_store` does),
+   so `probability_correct` works; stars are then soft targets. `hyperparams={"label_type": "real"}`
+   is the paper's real-valued setting: MSE on the targets (the grades, the tasks' 0/1, one-hot
+   picks, a ranking as one group graded (K - 1 - i) / (K - 1) for its i-th best), and no
+   calibration (a regressed score is not a probability; the app then shows no P(correct)).
 3. The new and the current ranker are validated on
    - `store_accuracy`: best-of-N accuracy on `val_store` (verifiable labels; all candidates, so
      the pick is deterministic), when a val_store is given;
    - `label_agreement`: the fraction of held-out labels whose pick is the ranker's top-scored
-     candidate. Labels without a pick ("tie", "all_bad") are excluded. Available when at least
-     one held-out label has a pick.
+     candidate (a ranked label's pick is its best). Labels without a pick ("tie", "all_bad", a
+     graded skip) are excluded. Available when at least one held-out label has a pick.
 4. Promotion rule: with no current ranker, promote. Otherwise compare on every metric available
    for both rankers, in the order store_accuracy, label_agreement; promote iff for each of them
    new >= current - tolerance. If no metric is available for both, refuse (a live ranker is never
    replaced without evidence). The reason names each deciding metric with both values.
 5. The new ranker is registered either way (refused versions are kept, not current).
-   With fewer than `min_labels` usable training labels nothing is trained or registered.
+   With fewer than `min_labels` usable training labels (labels that imply at least one group)
+   nothing is trained or registered.
 
 Before step 1's split, labels on verifiable prompts are checked against the task checker and
 distrusted annotators are dropped (`labeling.trust`), when a `verifier` is given.
@@ -57,8 +64,9 @@ from ranker.evaluation.metrics import best_candidates
 from ranker.evaluation.selection import evaluate_selection
 from ranker.evaluation.store_scores import subset_scorer
 from ranker.rankers.estimator import TRAIN_PARAMS, LanguageRanker
-from ranker.rankers.preferences import preference_to_query, preferences_to_queries
+from ranker.rankers.preferences import preference_to_queries, preference_to_query
 from ranker.rankers.train_config import TrainConfig
+from ranker.rankers.training import resolve_loss
 from ranker.rankers.training_groups import store_queries
 
 logger = logging.getLogger(__name__)
@@ -80,7 +88,8 @@ class RetrainConfig:
     # Train at least this many optimizer steps unless `hyperparams` sets `steps`: a labelled request
     # gives one listwise group, so 10 epochs over 50 labels alone would be a handful of steps.
     min_steps: int = 100
-    hyperparams: dict = field(default_factory=dict)  # further LanguageRanker hyperparameters (epochs, lr, ...)
+    # Further LanguageRanker hyperparameters (epochs, lr, ...); {"label_type": "real"}: MSE on graded targets.
+    hyperparams: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.every_k_labels, int) or self.every_k_labels < 0:
@@ -96,6 +105,21 @@ class RetrainConfig:
         if not isinstance(self.min_steps, int) or self.min_steps < 0:
             raise ValueError(f"min_steps must be an int >= 0, got {self.min_steps!r}")
         LanguageRanker(kind=self.kind, **self.hyperparams)  # unknown hyperparameter names fail here
+        if self.label_type not in ("binary", "real"):
+            raise ValueError(f"hyperparams label_type must be 'binary' or 'real', got {self.label_type!r}")
+        TrainConfig(**{k: v for k, v in self.hyperparams.items() if k in TRAIN_PARAMS})  # e.g. an unknown loss
+
+    @property
+    def label_type(self) -> str:
+        """The ranker's label type: "binary" (calibrated P(correct)) or "real" (regressed grades)."""
+        return self.hyperparams.get("label_type", "binary")
+
+    @property
+    def targets(self) -> str:
+        """How labels become group labels (`ranker.rankers.preferences.TARGETS`): "real" when the loss is MSE."""
+        train = TrainConfig(**{k: v for k, v in self.hyperparams.items() if k in TRAIN_PARAMS})
+        loss, _, _ = resolve_loss(train, self.kind, self.label_type)
+        return "real" if loss == "mse" else "binary"
 
 
 @dataclass
@@ -108,7 +132,8 @@ class RetrainResult:
     metrics: dict[str, float]  # the new ranker's validation metrics
     current_metrics: dict[str, float]  # the current ranker's, on the same data ({} without a current ranker)
     label_count: int = 0  # usable labels (after profile/layer filtering), train + validation
-    train_labels: int = 0
+    train_labels: int = 0  # training labels that imply at least one group
+    train_groups: int = 0  # the groups they imply (a ranking of K gives K - 1 under binary targets)
     validation_labels: int = 0
     skipped_labels: int = 0  # labels whose features come from another layer or model
     distrusted_labels: int = 0  # dropped by labeling.trust (disagreeing with the checker, or distrusted annotators)
@@ -221,13 +246,15 @@ def retrain_once(
     usable = [p for p in preferences if _compatible(p, layer, fingerprint, hidden_size)]
     held_out = [p for p in usable if is_validation(p.request_id, config.validation_fraction)]
     held_ids = {p.label_id for p in held_out}
-    train_labels = preferences_to_queries([p for p in usable if p.label_id not in held_ids])
-    counts = dict(label_count=len(usable), train_labels=len(train_labels), validation_labels=len(held_out),
+    per_label = [preference_to_queries(p, config.targets) for p in usable if p.label_id not in held_ids]
+    train_labels = [query for groups in per_label for query in groups]
+    counts = dict(label_count=len(usable), train_labels=sum(1 for groups in per_label if groups),
+                  train_groups=len(train_labels), validation_labels=len(held_out),
                   skipped_labels=len(preferences) - len(usable),
                   distrusted_labels=report.dropped_disagreeing + report.dropped_distrusted,
                   distrusted_annotators=report.distrusted)
-    if len(train_labels) < config.min_labels:
-        reason = f"skipped: {len(train_labels)} usable training labels < min_labels {config.min_labels}"
+    if counts["train_labels"] < config.min_labels:
+        reason = f"skipped: {counts['train_labels']} usable training labels < min_labels {config.min_labels}"
         return RetrainResult(None, False, reason, {}, {}, **counts, seconds=time.perf_counter() - start)
 
     train_queries: list = (store_queries(base_train, layer) if base_train is not None else []) + train_labels
@@ -236,10 +263,10 @@ def retrain_once(
     if "steps" not in hyperparams and planned_steps(train_queries, config.kind, hyperparams) < config.min_steps:
         hyperparams["steps"] = config.min_steps
     about = {"store_problems": len(base_train.problems) if base_train is not None else 0,
-             "human_labels": len(train_labels), "layer": layer, "profile": profile}
+             "human_labels": counts["train_labels"], "human_groups": len(train_labels), "layer": layer, "profile": profile}
     with seeded(config.seed):
-        ranker = LanguageRanker(kind=config.kind, **hyperparams).fit(train_queries, fingerprint=fingerprint, calibrate=True,
-                                                                     training_data=about)
+        ranker = LanguageRanker(kind=config.kind, **hyperparams).fit(
+            train_queries, fingerprint=fingerprint, calibrate=config.label_type == "binary", training_data=about)
 
     metrics = validation_metrics(ranker, val_store, held_out)
     current_metrics = validation_metrics(current, val_store, held_out) if current is not None else None

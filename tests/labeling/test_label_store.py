@@ -1,5 +1,5 @@
-"""LabelStore: round trips, WAL, undo, idempotent labels, the v1 migration, exports and merges,
-and never losing a label."""
+"""LabelStore: round trips, WAL, undo, idempotent labels, the v1 and v2 migrations, exports and merges,
+and never losing a label. Rankings and grade scales: tests/labeling/test_rich_labels.py."""
 
 import hashlib
 import hmac
@@ -44,12 +44,12 @@ def test_request_and_label_round_trip(store, queries):
     assert stored["profile"] == "math" and stored["sampling"]["temperature"] == 1.0
 
     order = [3, 1, 0, 2, 5, 4]
-    label_id = store.add_label(request_id, 2, "alice", order, blind=False, grades={2: 5, "4": -1})
+    label_id = store.add_label(request_id, 2, "alice", order, blind=False, grades={2: 5, "4": 2})
     store.add_label(request_id, "0", "bob", list(range(CANDIDATES)))  # choice as a decimal string
     frame = store.labels_frame()
     assert frame["label_id"].tolist()[0] == label_id
     assert frame["choice"].tolist() == ["2", "0"] and frame["annotator"].tolist() == ["alice", "bob"]
-    assert frame["order_shown"].tolist()[0] == order and frame["grades"].tolist()[0] == {2: 5, 4: -1}
+    assert frame["order_shown"].tolist()[0] == order and frame["grades"].tolist()[0] == {2: 5, 4: 2}
     assert frame["blind"].tolist() == [False, True] and "responses" not in frame
 
     # Preferences follow ranker.rankers.preferences.Preference: display order, choice = display position of the pick.
@@ -64,7 +64,7 @@ def test_wal_mode_is_on_and_persistent(store):
     assert store.journal_mode() == "wal"
     with sqlite3.connect(store.path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
 
 
 def test_undo_marks_only_that_annotators_latest_label(store, queries):
@@ -210,7 +210,7 @@ def test_export_parquet_and_dataset_round_trip(store, queries, tmp_path):
     assert pq.read_table(path).column("client_key").to_pylist() == [None, "bob-1"]
     assert frame["annotator_hashed"].tolist() == [False, False]
     assert json.loads(pq.read_schema(path).metadata[b"language_ranker"]) == {
-        "format": "language-ranker-labels", "schema_version": 2, "annotators": "plain"}
+        "format": "language-ranker-labels", "schema_version": 3, "annotators": "plain"}
     assert sorted(p.name for p in path.parent.iterdir()) == ["labels.parquet"]  # no temp file left behind
     stored = store.get_request(ids[2])
     torch.testing.assert_close(torch.tensor(list(map(list, frame["responses"][1])), dtype=torch.float32), stored["responses"])
@@ -460,7 +460,7 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_labels(tmp_path, qu
     torch.testing.assert_close(store.get_request("r0")["responses"], queries[0].responses, rtol=1e-3, atol=1e-2)
     fresh = LabelStore(tmp_path / "fresh")
     with sqlite3.connect(path) as raw, sqlite3.connect(fresh.path) as new:
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]  # through 2, in one transaction
         for pragma in ("PRAGMA table_info(labels)", "PRAGMA index_list(labels)"):
             assert sorted(raw.execute(pragma).fetchall()) == sorted(new.execute(pragma).fetchall())
     # The migrated store takes keyed labels; reopening it migrates nothing again.
@@ -480,13 +480,98 @@ def test_a_failing_migration_leaves_the_version_1_file_as_it_was(tmp_path, queri
         assert raw.execute("SELECT label_id, undone FROM labels ORDER BY seq").fetchall() == [(l[0], l[4]) for l in V1_LABELS]
 
 
+# --- schema version 2 -> 3 -----------------------------------------------------------------------
+
+# What version 2 added to version 1 (its migration, as version 2 of the code wrote it).
+V2_ADDITIONS = (
+    "ALTER TABLE labels ADD COLUMN client_key TEXT",
+    "ALTER TABLE labels ADD COLUMN superseded_by TEXT",
+    "CREATE UNIQUE INDEX labels_by_client_key ON labels(annotator, client_key)",
+    "CREATE UNIQUE INDEX labels_live_per_annotator ON labels(annotator, request_id) WHERE undone = 0",
+    "UPDATE schema_version SET version = 2",
+)
+# (label_id, request, annotator, choice, grades): grades as version 2 stored them, with no scale.
+V2_LABELS = [("m1", "r0", "alice", "1", '{"1": 5, "3": 1}'), ("m2", "r0", "bob", "2", '{"2": 1, "4": -1}'),
+             ("m3", "r1", "alice", "skip", '{"0": 1}'), ("m4", "r1", "bob", "tie", None)]
+
+
+def make_v2_store(folder, queries):
+    path = make_v1_store(folder, queries)
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE labels SET undone = 1")  # the version-1 labels are history here
+        for statement in V2_ADDITIONS:
+            raw.execute(statement)
+        for label_id, request_id, annotator, choice, grades in V2_LABELS:
+            raw.execute("INSERT INTO labels (label_id, request_id, created, annotator, choice, order_shown, blind, grades, "
+                        "client_key) VALUES (?, ?, '2024-06-01T12:00:00.000000+00:00', ?, ?, '[5, 4, 3, 2, 1, 0]', 1, ?, ?)",
+                        (label_id, request_id, annotator, choice, grades, f"key-{label_id}"))
+    return path
+
+
+def test_a_version_2_file_is_migrated_in_place_and_reads_its_grades_by_value(tmp_path, queries):
+    path = make_v2_store(tmp_path / "old", queries)
+    with sqlite3.connect(path) as raw:
+        before = raw.execute("SELECT * FROM labels ORDER BY seq").fetchall()
+    store = LabelStore(tmp_path / "old")
+    with sqlite3.connect(path) as raw, sqlite3.connect(LabelStore(tmp_path / "fresh").path) as new:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+        for pragma in ("PRAGMA table_info(labels)", "PRAGMA index_list(labels)"):
+            assert sorted(raw.execute(pragma).fetchall()) == sorted(new.execute(pragma).fetchall())
+        after = raw.execute("SELECT * FROM labels ORDER BY seq").fetchall()
+    assert [row[:-2] for row in after] == before and {row[-2:] for row in after} == {(None, None)}  # rows unchanged
+    # No scale was recorded: split_grades reads by value (m2's 1 is thumbs up beside a thumbs down).
+    frame = store.labels_frame(include_undone=False).set_index("label_id")
+    assert frame["grade_scale"].isna().all() and frame["ranking"].isna().all()
+    preferences = {p.label_id: p for p in store.preferences()}
+    assert sorted(preferences) == ["m1", "m2", "m3", "m4"]  # m3 is a skip that carries grades
+    position = {candidate: 5 - candidate for candidate in range(CANDIDATES)}  # order shown [5, 4, ..., 0]
+    assert preferences["m1"].stars == {position[1]: 5, position[3]: 1} and preferences["m1"].thumbs is None
+    assert preferences["m2"].thumbs == {position[2]: 1, position[4]: -1} and preferences["m2"].stars is None
+    assert preferences["m3"].choice == "tie" and preferences["m3"].stars == {position[0]: 1}
+    assert store.count() == 4 and store.count(include_skips=True) == 4
+    # Reopening migrates nothing again, and the old keys still find their labels.
+    assert LabelStore(tmp_path / "old").add_label("r1", "tie", "bob", [5, 4, 3, 2, 1, 0], client_key="key-m4") == "m4"
+
+
+def test_a_failing_migration_leaves_the_version_2_file_as_it_was(tmp_path, queries, monkeypatch):
+    path = make_v2_store(tmp_path / "old", queries)
+    with sqlite3.connect(path) as raw:
+        before = raw.execute("SELECT * FROM labels ORDER BY seq").fetchall()
+    failing = (*labeling.label_store._MIGRATIONS[2][:-1], "SELECT no_such_column FROM labels", labeling.label_store._MIGRATIONS[2][-1])
+    monkeypatch.setitem(labeling.label_store._MIGRATIONS, 2, failing)
+    with pytest.raises(ValueError, match="no such column: no_such_column"):
+        LabelStore(tmp_path / "old")
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert "ranking" not in [row[1] for row in raw.execute("PRAGMA table_info(labels)")]
+        assert raw.execute("SELECT * FROM labels ORDER BY seq").fetchall() == before
+
+
+def test_merge_reads_a_version_2_export(tmp_path, queries):
+    """Exports made before version 3 have no ranking or grade_scale column; their grades keep no scale."""
+    make_v2_store(tmp_path / "a", queries)
+    source = LabelStore(tmp_path / "a")
+    plain = pq.read_table(source.export_parquet(tmp_path / "plain.parquet", hash_annotators=False))
+    info = {"format": "language-ranker-labels", "schema_version": 2, "annotators": "plain"}
+    old = plain.drop_columns(["ranking", "grade_scale"]).replace_schema_metadata({b"language_ranker": json.dumps(info)})
+    pq.write_table(old, tmp_path / "v2.parquet")
+    target = LabelStore(tmp_path / "b")
+    counts = target.merge_parquet(tmp_path / "v2.parquet")
+    assert counts["labels_added"] == len(V1_LABELS) + len(V2_LABELS)
+    pd.testing.assert_frame_equal(comparable(target), comparable(source))
+    assert set(column(target, "grade_scale").values()) == {None}
+    assert [(p.label_id, p.stars, p.thumbs) for p in target.preferences()] == [
+        (p.label_id, p.stars, p.thumbs) for p in source.preferences()]
+
+
 def test_a_newer_schema_is_refused_untouched(tmp_path):
     folder = tmp_path / "future"
     folder.mkdir()
     with sqlite3.connect(folder / DB_NAME) as raw:
         raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        raw.execute("INSERT INTO schema_version VALUES (3)")
-    with pytest.raises(ValueError, match="has label-store schema version 3; this code reads versions \\[1\\]"):
+        raw.execute("INSERT INTO schema_version VALUES (4)")
+    with pytest.raises(ValueError, match="has label-store schema version 4; this code reads versions \\[1, 2\\] "
+                                         "\\(migrated on open\\) and 3"):
         LabelStore(folder)
 
 
