@@ -12,6 +12,7 @@ listed in the README's "Reliability and security" section.
 from __future__ import annotations
 
 import html
+import logging
 import os
 import secrets
 import signal
@@ -28,6 +29,8 @@ from labeling.service import CHOICE_WORDS, LATEST, Generation, RankerService, Se
 from ranker.capture.base_model import load_base_model
 from ranker.experiments.plots import learning_curve_figure, load_figures
 from ranker.serving.best_of_n import RankedCandidates
+
+logger = logging.getLogger(__name__)
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces
@@ -89,6 +92,7 @@ def _ui_errors(fn, *args, **kwargs):
 
 
 def timing_line(result: RankedCandidates, ranker_choice: str, ranker, rm_note: str) -> str:
+    """rm_note: what to say in place of the RM's time when it has not scored (yet)."""
     t = result.timings
     parts = [f"generation {t['generate_s']:.2f} s (features captured at layer {result.layer})"]
     parts.append(f"ranker {1000 * t['ranker_s']:.1f} ms" if "ranker_s" in t
@@ -156,39 +160,57 @@ class Handlers:
         return _ui_errors(self.service.identify, request, getattr(oauth, "username", None), browser_token, annotator or None,
                           admin_token or None)
 
-    def _generation_outputs(self, generation: Generation):
+    def _generation_outputs(self, generation: Generation, rm_note: str | None = None):
         result = generation.result
         table = render_table(result.rows(generation.order), generation.blind, result.disagreement())
-        timing = timing_line(result, generation.ranker_name, generation.ranker, self.service.rm_note)
-        return generation.request_id, generation.rows(), table, timing
+        timing = timing_line(result, generation.ranker_name, generation.ranker, rm_note or self.service.rm_note)
+        return generation.request_id, generation.rows(), table, timing, generation.request_id
 
     # --- generation ---------------------------------------------------------------------------
 
     def _generate(self, prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, profile, blind: bool,
                   request, oauth, browser_token, progress):
+        """Yields the outputs twice: the ranked list as soon as the ranker has scored it, then with the RM's column.
+
+        (Once only when no RM is loaded.) An RM failure keeps the ranked list and says so in the timing line.
+        """
         caller = self._caller(request, oauth, browser_token)
         progress(0.05, desc="checking the request")
         generation = _ui_errors(self.service.generate, caller, prompt, n, temperature, top_p, max_new_tokens, seed,
-                                ranker_choice, profile, blind, progress=lambda f, what: progress(f, desc=what))
-        return (*self._generation_outputs(generation), generation.request_id)
+                                ranker_choice, profile, blind, progress=lambda f, what: progress(f, desc=what),
+                                with_rm=False)
+        if self.service.rm is None:
+            yield self._generation_outputs(generation)
+            return
+        yield self._generation_outputs(generation, rm_note="RM scoring…")
+        progress(0.95, desc="scoring with the reward model")
+        try:
+            self.service.score_rm(generation)
+        except Exception as error:  # the ranked list stays; the RM column stays empty
+            logger.exception("reward model failed on request %s", generation.request_id)
+            yield self._generation_outputs(generation, rm_note=f"RM failed ({type(error).__name__}); ranked list unaffected")
+            return
+        yield self._generation_outputs(generation)
 
     def generate(self, prompt: str, n: int = 8, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 64,
                  seed: int = -1, ranker_choice: str = LATEST, profile: str = DEFAULT_PROFILE, browser_token: str | None = None,
                  request: gr.Request = None, oauth: gr.OAuthProfile | None = None, progress=gr.Progress()):
-        """Sample N candidates and rank them. Returns (request id, ranked candidates as JSON, table HTML, timing line).
+        """Sample N candidates and rank them. Yields (request id, ranked candidates as JSON, table HTML, timing line):
 
-        profile: the label line this request's labels count for (a user's or a task's own ranker).
+        first as soon as the ranker has ranked them, then again with the reward model's scores (the
+        API's last value). profile: the label line this request's labels count for (a user's or a
+        task's own ranker).
         """
-        return self._generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, profile, False,
-                              request, oauth, browser_token, progress)
+        yield from self._generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, profile, False,
+                                  request, oauth, browser_token, progress)
 
     def generate_blind(self, prompt: str, n: int = 8, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 64,
                        seed: int = -1, ranker_choice: str = LATEST, profile: str = DEFAULT_PROFILE,
                        browser_token: str | None = None, request: gr.Request = None, oauth: gr.OAuthProfile | None = None,
                        progress=gr.Progress()):
         """As `generate`, but shuffled and with every score hidden until the label is given."""
-        return self._generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, profile, True,
-                              request, oauth, browser_token, progress)
+        yield from self._generate(prompt, n, temperature, top_p, max_new_tokens, seed, ranker_choice, profile, True,
+                                  request, oauth, browser_token, progress)
 
     # --- labels -------------------------------------------------------------------------------
 
@@ -235,6 +257,27 @@ class Handlers:
         caller = self._caller(request, oauth, browser_token)
         label_id = _ui_errors(self.service.label, caller, request_id, choice)
         return self._after_label(caller, request_id, label_id, None, choice.replace("_", " "))
+
+    def label_rich(self, ranking_text: str, grades_text: str, request_id, browser_token=None, request: gr.Request = None,
+                   oauth: gr.OAuthProfile | None = None):
+        """UI: a full ranking and/or grades typed by display position. Returns (status, count, revealed table)."""
+        if not request_id:
+            raise gr.Error("Generate candidates first, then rank or grade them.")
+        caller = self._caller(request, oauth, browser_token)
+        label_id, chosen = _ui_errors(self.service.label_display, caller, request_id, ranking_text, grades_text)
+        what = " and ".join(w for w, text in (("ranking", ranking_text), ("grades", grades_text)) if text and text.strip())
+        return self._after_label(caller, request_id, label_id, chosen, what)
+
+    def review(self, browser_token=None, request: gr.Request = None, oauth: gr.OAuthProfile | None = None):
+        """UI: show, blind, a request that other annotators judged (for their agreement). Returns the generate outputs."""
+        caller = self._caller(request, oauth, browser_token)
+        generation = _ui_errors(self.service.next_to_review, caller)
+        if generation is None:
+            raise gr.Error("No request is waiting for another annotator: every labelled request has "
+                           f"{self.service.config.review_overlap} annotators, or you labelled it already.")
+        table = render_table(generation.result.rows(generation.order), True, False)
+        timing = f"**{generation.result.num_candidates} candidates** · a stored request that other annotators judged"
+        return generation.request_id, generation.rows(), table, timing, generation.request_id
 
     def undo(self, browser_token=None, request: gr.Request = None, oauth: gr.OAuthProfile | None = None):
         """UI: undo your last label. Returns (status, count line)."""
@@ -287,6 +330,13 @@ class Handlers:
         unranked = self.service.unranked_reason()
         if unranked and not self.service.registry.current(DEFAULT_PROFILE):
             lines.append(f"**No ranker fits this base model** ({unranked}). An admin can *Bootstrap a ranker* from the task suite.")
+        agreement = self.service.agreement(profile or None)
+        if agreement["kappa"] is not None:
+            lines.append(f"**annotator agreement:** Fleiss' kappa {agreement['kappa']:.2f} on {agreement['items']} requests "
+                         f"judged by 2+ annotators ({agreement['ratings']} picks; observed {agreement['observed']:.2f}, "
+                         f"chance {agreement['chance']:.2f})")
+        else:
+            lines.append(f"**annotator agreement:** no kappa yet ({agreement['items']} requests judged by 2+ annotators)")
         lines.append(f"**backup:** {self.service.backup_note}")
         rows = [[h.get("profile"), h.get("version"), h.get("status"), h.get("label_count"), _short(h.get("metrics")), h.get("reason")]
                 for h in status.get("history") or []]
@@ -324,7 +374,13 @@ def label_bar(prefix: str):
         pick_any = gr.Button("Pick this position", scale=1, size="sm")
         label_status = gr.Markdown(elem_id=f"{prefix}-label-status")
         count = gr.Markdown(elem_id=f"{prefix}-count")
-    return picks, tie, bad, skip, undo_button, position, pick_any, label_status, count
+    with gr.Row():  # richer labels, typed (keyboard only); Enter in either box saves
+        ranking = gr.Textbox(label="full ranking: positions, best first (e.g. 3 1 2 4)", max_lines=1, scale=2,
+                             elem_id=f"{prefix}-ranking")
+        grades = gr.Textbox(label="grades by position: 1-5 stars or +/- thumbs, . for none (e.g. 5 3 . 1)", max_lines=1,
+                            scale=2, elem_id=f"{prefix}-grades")
+        save_rich = gr.Button("Save ranking / grades", elem_id=f"{prefix}-save-rich", size="sm", scale=1)
+    return picks, tie, bad, skip, undo_button, position, pick_any, label_status, count, ranking, grades, save_rich
 
 
 def _pick_at(handlers: Handlers, position: int):
@@ -342,9 +398,13 @@ def _mark_as(handlers: Handlers, choice: str):
 
 
 def _wire_labels(handlers: Handlers, prefix, bar, request_state, browser_id, table):
-    picks, tie, bad, skip, undo_button, position, pick_any, label_status, count = bar
+    picks, tie, bad, skip, undo_button, position, pick_any, label_status, count, ranking, grades, save_rich = bar
     outputs = [label_status, count, table]
     private = {"api_visibility": "private", **LABELS}
+    rich_inputs = [ranking, grades, request_state, browser_id]
+    save_rich.click(handlers.label_rich, rich_inputs, outputs, api_name=f"{prefix}_rich", **private)
+    for box, name in ((ranking, "ranking"), (grades, "grades")):
+        box.submit(handlers.label_rich, rich_inputs, outputs, api_name=f"{prefix}_rich_{name}", **private)
     for k, button in enumerate(picks, start=1):
         button.click(_pick_at(handlers, k), [request_state, browser_id], outputs, api_name=f"{prefix}_pick_{k}", **private)
     pick_any.click(handlers.pick_position, [position, request_state, browser_id], outputs, api_name=f"{prefix}_pick", **private)
@@ -402,7 +462,9 @@ def build_demo(app_service: RankerService, oauth: bool | None = None) -> gr.Bloc
                 _wire_labels(handlers, "rank", bar, request_state, browser_id, table)
             with gr.Tab("Label (blind)", id="label"):
                 blind_inputs = sampling_inputs(limits)
-                blind_run = gr.Button("Generate (blind)", variant="primary", elem_id="generate-blind")
+                with gr.Row():
+                    blind_run = gr.Button("Generate (blind)", variant="primary", elem_id="generate-blind")
+                    review = gr.Button("Label another's request (blind)", elem_id="review")
                 blind_timing = gr.Markdown()
                 blind_table = gr.HTML(elem_id="blind-candidates")
                 blind_bar = label_bar("blind")
@@ -411,6 +473,8 @@ def build_demo(app_service: RankerService, oauth: bool | None = None) -> gr.Bloc
                 blind_run.click(handlers.generate_blind, [*blind_inputs, browser_id],
                                 [blind_id, blind_json, blind_table, blind_timing, blind_request],
                                 api_name="generate_blind", **GENERATION)
+                review.click(handlers.review, [browser_id], [blind_id, blind_json, blind_table, blind_timing, blind_request],
+                             api_name="review", **LABELS)
                 _wire_labels(handlers, "blind", blind_bar, blind_request, browser_id, blind_table)
             with gr.Tab("Retrain", id="retrain"):
                 status_md = gr.Markdown(elem_id="retrain-status")

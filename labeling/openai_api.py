@@ -372,7 +372,8 @@ def openai_router(service: RankerService) -> APIRouter:
                            kind="server_error", code="overloaded", headers={"Retry-After": "5"})
         try:
             generation = service.generate(caller, parsed.prompt, parsed.n, parsed.temperature, parsed.top_p,
-                                          parsed.max_tokens, parsed.seed, parsed.ranker, blind=False)
+                                          parsed.max_tokens, parsed.seed, parsed.ranker, blind=False,
+                                          with_rm=parsed.reward_model)  # the RM's own passes only when asked for
         finally:
             in_flight.release()
         return completion_body(service, generation, parsed, kind)

@@ -36,8 +36,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labeling.identity import AccessConfig, Caller, identify
-from labeling.label_store import DEFAULT_PROFILE, LabelStore
+import torch
+
+from labeling.agreement import pick_agreement
+from labeling.identity import AccessConfig, Caller, Forbidden, identify
+from labeling.label_store import DEFAULT_PROFILE, SKIP, STARS, THUMBS, LabelStore, grades_from_display, ranking_from_display
 from labeling.lane import ModelLane
 from labeling.limits import ServiceLimits, check_prompt, check_sampling, clean_text
 from labeling.ratelimit import RateLimiter, RateLimits
@@ -46,9 +49,11 @@ from labeling.retrain import RetrainConfig, RetrainJob, RetrainWorker, learning_
 from labeling.trust import TaskVerifier, TrustConfig
 from ranker.capture.base_model import BaseModel
 from ranker.capture.feature_store import FeatureStore
+from ranker.capture.sampling import SamplingConfig
 from ranker.rankers.estimator import LanguageRanker
 from ranker.rankers.shipped import load_compatible
-from ranker.serving.best_of_n import RankedCandidates, rank_prompt
+from ranker.serving.best_of_n import RankedCandidates, rank_prompt, score_with_rm
+from ranker.tasks.voting import response_keys
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +82,13 @@ class ServiceConfig:
     max_profiles: int = 256  # profiles with a retrain job; free text must not mean unbounded state
     max_queued_retrains: int = 32
     hub_backup: bool = True  # restore from / push to LANGUAGE_RANKER_HUB_DATASET when configured
+    review_overlap: int = 2  # "Label another's request" serves a request until this many annotators judged it
+    review_by_anyone: bool = False  # False: only admins see other people's requests (their prompts) to label them
+
+    def __post_init__(self) -> None:
+        if isinstance(self.review_overlap, bool) or not isinstance(self.review_overlap, int) \
+                or not 2 <= self.review_overlap <= 100:
+            raise ValueError(f"LANGUAGE_RANKER_REVIEW_OVERLAP must be a whole number in 2..100, got {self.review_overlap!r}")
 
     @classmethod
     def from_env(cls, root: Path, environ: Mapping[str, str] | None = None, server_name: str = "127.0.0.1") -> "ServiceConfig":
@@ -90,7 +102,12 @@ class ServiceConfig:
             retrain = RetrainConfig(every_k_labels=int(every))
         except ValueError:
             raise ValueError(f"LANGUAGE_RANKER_RETRAIN_EVERY must be a whole number >= 0, got {every!r}") from None
+        overlap = environ.get("LANGUAGE_RANKER_REVIEW_OVERLAP", "2")
+        if not overlap.strip().isdigit():
+            raise ValueError(f"LANGUAGE_RANKER_REVIEW_OVERLAP must be a whole number in 2..100, got {overlap!r}")
         return cls(
+            review_overlap=int(overlap),
+            review_by_anyone=environ.get("LANGUAGE_RANKER_REVIEW_BY_ANYONE", "0").strip() == "1",
             data_dir=default_data_dir(environ),
             shipped_rankers={LIST: assets / "rankers" / "default-list", POINT: assets / "rankers" / "default-point"},
             reward_model=assets / "reward" / "rm-base",
@@ -120,6 +137,62 @@ class Generation:
         if self.blind:
             return [{"position": i + 1, "candidate": r["candidate"], "text": r["text"]} for i, r in enumerate(rows)]
         return rows
+
+
+def parse_ranking(text, n: int) -> list[int] | None:
+    """Display positions (1-based) typed best first, e.g. "3 1 2" or "3,1,2"; None when empty.
+
+    ValueError unless every position 1..n appears exactly once.
+    """
+    if not isinstance(text, str) or len(text) > 8 * n + 64:
+        raise ValueError(f"the ranking must be a short text of positions, got {str(text)[:40]!r}")
+    marks = text.replace(",", " ").split()
+    if not marks:
+        return None
+    if not all(m.isdigit() for m in marks):
+        raise ValueError(f"the ranking must be positions separated by spaces, e.g. 3 1 2; got {text[:60]!r}")
+    positions = [int(m) for m in marks]
+    if sorted(positions) != list(range(1, n + 1)):
+        raise ValueError(f"the ranking must list every position 1..{n} once, best first; got {text[:60]!r}")
+    return positions
+
+
+def parse_grades(text, n: int) -> tuple[dict[int, int] | None, str | None]:
+    """One mark per display position, e.g. "5 3 . 1" (stars) or "+ - . +" (thumbs): ({position: grade}, scale).
+
+    (None, None) when empty or all ".". ValueError for a wrong count, an unknown mark or mixed scales.
+    """
+    if not isinstance(text, str) or len(text) > 8 * n + 64:
+        raise ValueError(f"the grades must be a short text, one mark per position; got {str(text)[:40]!r}")
+    marks = text.replace(",", " ").split()
+    if not marks:
+        return None, None
+    if len(marks) != n:
+        raise ValueError(f"give one grade per position ({n}; \".\" for none), got {len(marks)}: {text[:60]!r}")
+    stars = {p: int(m) for p, m in enumerate(marks, start=1) if m in ("1", "2", "3", "4", "5")}
+    thumbs = {p: 1 if m == "+" else -1 for p, m in enumerate(marks, start=1) if m in ("+", "-")}
+    unknown = [m for m in marks if m not in ("1", "2", "3", "4", "5", "+", "-", ".")]
+    if unknown:
+        raise ValueError(f"grades are 1-5 (stars), + or - (thumbs) or . (none); got {unknown[0][:20]!r}")
+    if stars and thumbs:
+        raise ValueError("grade with stars (1-5) or thumbs (+/-), not both in one label")
+    if stars:
+        return stars, STARS
+    return (thumbs, THUMBS) if thumbs else (None, None)
+
+
+def stored_result(request: dict) -> RankedCandidates:
+    """A stored request as a `RankedCandidates` (for showing it again, e.g. to another annotator)."""
+    sampling = {k: v for k, v in (request["sampling"] or {}).items() if k in SamplingConfig.__dataclass_fields__}
+    as_tensor = lambda values: None if values is None else torch.tensor(values, dtype=torch.float32)  # noqa: E731
+    return RankedCandidates(
+        prompt=request["prompt"], texts=list(request["candidates"]), finish_reasons=list(request["finish_reasons"]),
+        num_tokens=list(request["num_tokens"]), mean_logprob=as_tensor(request["mean_logprobs"]),
+        vote_keys=response_keys(request["candidates"]), instruction=request["instruction"], responses=request["responses"],
+        layer=request["layer"], sampling=SamplingConfig(**sampling), timings={},
+        ranker_scores=as_tensor(request["ranker_scores"]), probabilities=as_tensor(request["probabilities"]),
+        rm_scores=as_tensor(request["rm_scores"]),
+    )
 
 
 def stored_rows(request: dict, order: list[int]) -> list[dict]:
@@ -153,7 +226,7 @@ class RankerService:
     def __init__(self, config: ServiceConfig, run_on_device: Callable[[Callable], Callable] | None = None):
         """Opens (creating if needed) the label store and the ranker registry under `config.data_dir`.
 
-        run_on_device: wraps the sampling call (ZeroGPU's `spaces.GPU` on a Space); identity elsewhere.
+        run_on_device: wraps the model calls, sampling and the RM (ZeroGPU's `spaces.GPU` on a Space); identity elsewhere.
         """
         self.config = config
         self.data_dir = Path(config.data_dir)
@@ -169,7 +242,9 @@ class RankerService:
         self._label_rates = (RateLimiter(rates.labels_per_annotator, "labels"), RateLimiter(rates.labels_per_client, "labels"))
         self._generation_rates = (RateLimiter(rates.generations_per_annotator, "generations"),
                                   RateLimiter(rates.generations_per_client, "generations"))
-        self._sample = (run_on_device or (lambda fn: fn))(self._sample_in_lane)
+        on_device = run_on_device or (lambda fn: fn)
+        self._sample = on_device(self._sample_in_lane)
+        self._score_rm = on_device(self._score_rm_in_lane)
         self._lock = threading.RLock()
         self.base: BaseModel | None = None
         self.rm = None
@@ -182,6 +257,7 @@ class RankerService:
         self._versions: OrderedDict[tuple[str, str], LanguageRanker] = OrderedDict()
         self._shown: OrderedDict[str, tuple[list[int], bool, str]] = OrderedDict()  # request -> (order, blind, profile)
         self.bootstrap_state = ""
+        self._agreement: tuple | None = None  # ((profile, store revision), agreement dict)
         self.backup = None
         self.backup_note = "Hub backup not started"
 
@@ -309,15 +385,22 @@ class RankerService:
 
     # --- generation ----------------------------------------------------------------------------
 
-    def _sample_in_lane(self, base, prompt, sampling, ranker) -> RankedCandidates:
+    def _sample_in_lane(self, base, prompt, sampling, ranker, rm, on_step) -> RankedCandidates:
         with self.lane:
-            return rank_prompt(base, prompt, sampling, ranker, self.rm)
+            return rank_prompt(base, prompt, sampling, ranker, rm, on_step=on_step)
+
+    def _score_rm_in_lane(self, result: RankedCandidates) -> RankedCandidates:
+        with self.lane:
+            return score_with_rm(result, self.rm)
 
     def generate(self, caller: Caller, prompt, n=8, temperature=1.0, top_p=1.0, max_new_tokens=64, seed=-1,
                  ranker_choice: str | None = LATEST, profile: str | None = DEFAULT_PROFILE, blind: bool = False,
-                 progress: Callable[[float, str], None] | None = None) -> Generation:
+                 progress: Callable[[float, str], None] | None = None, with_rm: bool = True) -> Generation:
         """Check everything, then sample N candidates, rank them, score them with the RM, store the request.
 
+        with_rm=False stores the ranked request without the RM's scores: the caller shows the
+        ranked list at once and calls `score_rm` next (the RM runs its own passes, the ranker none).
+        progress(fraction, what): moves once per decode step while sampling.
         ValueError (naming the bad value) before any model work for bad input; `RateLimited`
         when the caller generates too often.
         """
@@ -329,9 +412,15 @@ class RankerService:
         ranker = self.ranker(ranker_name)
         prompt, tokens = check_prompt(limits, base, prompt, sampling.max_new_tokens)
         self._hit(self._generation_rates, caller)
+        on_step = None
         if progress:
-            progress(0.1, f"sampling {sampling.num_candidates} candidates")
-        result = self._sample(base, prompt, sampling, ranker)
+            what = f"sampling {sampling.num_candidates} candidates"
+            progress(0.1, what)
+
+            def on_step(step: int, steps: int) -> None:  # sampling is 0.1 .. 0.9 of the bar
+                progress(0.1 + 0.8 * min(step, steps) / steps, f"{what}: token {step} of at most {steps}")
+
+        result = self._sample(base, prompt, sampling, ranker, self.rm if with_rm else None, on_step)
         order = random.sample(range(result.num_candidates), result.num_candidates) if blind else result.ranker_order()
         request_id = self.labels.record_request(
             result.prompt, result.texts, result.instruction, result.responses, layer=result.layer,
@@ -344,6 +433,18 @@ class RankerService:
         )
         self._remember(request_id, order, blind, profile)
         return Generation(request_id, result, order, blind, ranker_name, ranker, tokens)
+
+    def score_rm(self, generation: Generation) -> Generation:
+        """Add the reward model's scores to a `generate(..., with_rm=False)` outcome and to its stored request.
+
+        Runs in the model lane (the RM (base) shares the base model). Returns `generation`, its
+        result's `rm_scores` filled; unchanged when no RM is loaded or it was already scored.
+        """
+        if self.rm is None or generation.result.rm_scores is not None:
+            return generation
+        self._score_rm(generation.result)
+        self.labels.set_rm_scores(generation.request_id, generation.result.rm_scores.tolist())
+        return generation
 
     def _remember(self, request_id: str, order: list[int], blind: bool, profile: str) -> None:
         with self._lock:
@@ -379,11 +480,16 @@ class RankerService:
 
     # --- labels --------------------------------------------------------------------------------
 
-    def label(self, caller: Caller, request_id, choice, client_key: str | None = None) -> str:
+    def label(self, caller: Caller, request_id, choice, client_key: str | None = None, *, ranking=None, grades=None,
+              grade_scale: str | None = None) -> str:
         """Store one judgement; returns its label id. A retry with the same client key returns the same id.
 
         choice: a candidate index (as /generate returns it; decimal string or int), "tie",
-        "all_bad" or "skip". ValueError for bad input, `RateLimited` when labelling too fast.
+        "all_bad" or "skip". ranking: every candidate index, best first (choice must be its
+        first); grades: {candidate index: 1..5 stars or -1/+1 thumbs} on `grade_scale`
+        (`labeling.label_store.LabelStore.add_label`). Candidate indices, never display
+        positions (`label_display` takes those). ValueError for bad input, `RateLimited` when
+        labelling too fast.
         """
         request_id = self._check_request_id(request_id)
         if isinstance(choice, bool) or not isinstance(choice, (str, int)) or len(str(choice)) > 16:
@@ -392,7 +498,7 @@ class RankerService:
         if client_key is None or self.labels.label_for_key(caller.annotator, client_key) is None:
             self._hit(self._label_rates, caller)  # a retry of a stored label is not a new label
         label_id = self.labels.add_label(request_id, choice, caller.annotator, order_shown=order, blind=blind,
-                                         client_key=client_key)
+                                         client_key=client_key, grades=grades, ranking=ranking, grade_scale=grade_scale)
         if self.base is not None:
             try:
                 self.job_for(profile).notify_labels()
@@ -409,6 +515,65 @@ class RankerService:
             raise ValueError(f"there is no candidate {int(position)}: this request shows {len(order)}")
         candidate = order[int(position) - 1]
         return self.label(caller, request_id, str(candidate), client_key), candidate
+
+    def label_display(self, caller: Caller, request_id, ranking_text: str = "", grades_text: str = "",
+                      client_key: str | None = None) -> tuple[str, int | None]:
+        """A full ranking and/or grades typed by display position (the UI's boxes): (label id, chosen candidate).
+
+        ranking_text: display positions (1-based) best first, every one once, e.g. "3 1 2 4".
+        grades_text: one mark per display position: 1-5 stars or +/- thumbs, "." for none, e.g.
+        "5 3 . 1" or "+ - . +". Both are converted to candidate indices with the order this
+        caller was shown. The pick is the ranking's best; without a ranking, the caller's live
+        pick of this request is kept (a newer label replaces the older one), else it is a graded skip.
+        """
+        request_id = self._check_request_id(request_id)
+        order, _ = self.shown(request_id)
+        ranking = parse_ranking(ranking_text, len(order))
+        grades, scale = parse_grades(grades_text, len(order))
+        if ranking is None and grades is None:
+            raise ValueError("type a ranking (positions best first, e.g. 3 1 2) or grades (1-5 or +/- per position)")
+        ranked = None if ranking is None else ranking_from_display([p - 1 for p in ranking], order)
+        graded = None if grades is None else grades_from_display({p - 1: g for p, g in grades.items()}, order)
+        if ranked is not None:
+            choice = str(ranked[0])
+        else:
+            live = self.labels.live_choice(caller.annotator, request_id)
+            choice = live if live is not None else SKIP
+        label_id = self.label(caller, request_id, choice, client_key, ranking=ranked, grades=graded, grade_scale=scale)
+        return label_id, (int(choice) if choice.isdigit() else None)
+
+    def next_to_review(self, caller: Caller) -> Generation | None:
+        """A request others judged, for this caller to judge blind too (`config.review_overlap` annotators
+        per request at most); None when there is none. Shown shuffled, scores hidden until labelled.
+
+        `Forbidden` unless the caller is an admin or `config.review_by_anyone`: the request's prompt
+        was typed by someone else.
+        """
+        if not (caller.is_admin or self.config.review_by_anyone):  # it shows prompts other people typed
+            raise Forbidden(f"labelling other people's requests is for admins only, since it shows their prompts "
+                            f"(LANGUAGE_RANKER_REVIEW_BY_ANYONE=1 opens it to every annotator); you are {caller.annotator}")
+        found = self.labels.requests_to_review(caller.annotator, self.config.review_overlap)
+        if not found:
+            return None
+        stored = self.labels.get_request(found[0])
+        result = stored_result(stored)
+        order = random.sample(range(result.num_candidates), result.num_candidates)
+        self._remember(found[0], order, True, stored.get("profile") or DEFAULT_PROFILE)
+        return Generation(found[0], result, order, True, stored.get("ranker_version") or LATEST, None, 0)
+
+    def agreement(self, profile: str | None = None) -> dict:
+        """Fleiss' kappa between annotators where several judged one request (`labeling.agreement`).
+
+        Recomputed only when the store has changed (the Retrain panel asks every 2 s).
+        """
+        key = (profile, self.labels.revision())
+        with self._lock:
+            if self._agreement is not None and self._agreement[0] == key:
+                return self._agreement[1]
+        value = pick_agreement(self.labels, profile).to_dict()
+        with self._lock:
+            self._agreement = (key, value)
+        return value
 
     def undo(self, caller: Caller) -> str | None:
         """Undo the caller's latest label; its id, or None when there is nothing to undo."""

@@ -37,6 +37,20 @@ def test_generate_returns_a_request_id_and_ranked_candidates(generated, app_serv
     assert "4 candidates" in timing and "layer 18" in timing and "ranker" in timing and "RM" in timing
 
 
+def test_the_ranked_list_comes_before_the_reward_models_column(client, app_server):
+    """/generate yields twice: ranked at once, then the same rows with the RM's scores (also stored)."""
+    outputs = list(client.submit(PROMPT, 3, 1.0, 1.0, 12, 6, "latest retrained", api_name="/generate"))
+    assert len(outputs) == 2
+    (request_id, ranked, _, timing), (same_id, final, final_html, final_timing) = outputs
+    assert request_id == same_id
+    assert [r["rank"] for r in ranked] == [1, 2, 3] and all(r["rm_score"] is None for r in ranked)
+    assert "RM scoring" in timing
+    assert [r["candidate"] for r in final] == [r["candidate"] for r in ranked]  # the order shown does not move
+    assert sorted(r["rm_rank"] for r in final) == [1, 2, 3] and re.search(r"RM \d+ ms", final_timing)
+    stored = app_server[2].labels.get_request(request_id)["rm_scores"]
+    assert stored == pytest.approx([r["rm_score"] for r in sorted(final, key=lambda r: r["candidate"])], abs=1e-4)  # rows round to 4 places
+
+
 def test_scores_are_the_shipped_rankers_own(generated, app_server):
     """The JSON's scores are what the shipped ranker gives the stored (captured) features."""
     service = app_server[2]

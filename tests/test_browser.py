@@ -59,6 +59,26 @@ def test_type_generate_pick_with_a_key_and_see_the_label_counted(page, app_serve
     expect(page.locator("#whoami")).to_contain_text("1 labels from you")
 
 
+def test_a_full_ranking_and_grades_typed_with_the_keyboard_are_stored_as_candidate_indices(page, app_server):
+    from playwright.sync_api import expect
+
+    service = app_server[2]
+    page.locator("#prompt textarea").fill("Name a colour.")
+    page.locator("button#generate").click()
+    expect(page.locator("#timing")).to_contain_text("RM", timeout=120_000)
+    expect(page.locator("#candidates table tr")).to_have_count(9)
+    box = page.locator("#rank-ranking input, #rank-ranking textarea").first
+    box.fill("2 1 3 4 5 6 7 8")
+    page.locator("#rank-grades input, #rank-grades textarea").first.fill("5 4 . . . . . 1")
+    box.press("Enter")
+    expect(page.locator("#rank-label-status")).to_contain_text("Saved: ranking and grades", timeout=30_000)
+    latest = service.labels.labels_frame(include_undone=False).sort_values("created").iloc[-1]
+    order, _ = service.shown(latest.request_id)  # order[p]: the candidate shown at position p + 1
+    assert latest.prompt == "Name a colour." and list(latest.order_shown) == order
+    assert list(latest.ranking) == [order[1], order[0], *order[2:]] and latest.choice == str(order[1])
+    assert latest.grades == {order[0]: 5, order[1]: 4, order[7]: 1} and latest.grade_scale == "stars"
+
+
 def test_plots_tab_shows_the_figures(page):
     from playwright.sync_api import expect
 

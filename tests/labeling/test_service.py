@@ -277,6 +277,138 @@ def test_rate_limiter_window_slides():
         RateLimits.from_env({"LANGUAGE_RANKER_RATE_LABELS_PER_CLIENT": "x/y"})
 
 
+# --- the ranked list first, the reward model after ---------------------------------------------
+
+
+class CountingRM:
+    """A stand-in RM: candidate k scores k + 0.5, and each call is recorded with the lane's state."""
+
+    def __init__(self, service):
+        self.service, self.calls = service, []
+
+    def score(self, prompt, candidates):
+        self.calls.append((prompt, len(candidates), self.service.lane.uses))
+        return torch.arange(len(candidates), dtype=torch.float32) + 0.5
+
+
+def test_the_ranked_request_is_stored_first_and_the_rm_scores_follow_in_the_lane(service, local):
+    service.rm = rm = CountingRM(service)
+    generation = service.generate(local, PROMPT, **SMALL, seed=4, with_rm=False)
+    assert rm.calls == [] and generation.result.rm_scores is None
+    assert service.labels.get_request(generation.request_id)["rm_scores"] is None
+    uses = service.lane.uses
+    assert service.score_rm(generation) is generation
+    assert rm.calls == [(PROMPT, 2, uses + 1)] and service.lane.uses == uses + 1  # the RM ran inside the model lane
+    assert generation.result.rm_scores.tolist() == [0.5, 1.5]
+    assert service.labels.get_request(generation.request_id)["rm_scores"] == [0.5, 1.5]
+    assert "rm_s" in generation.result.timings
+    service.score_rm(generation)  # already scored: the RM is not run again
+    assert len(rm.calls) == 1
+    assert service.generate(local, PROMPT, **SMALL, seed=4).result.rm_scores.tolist() == [0.5, 1.5]  # with_rm=True: in one go
+
+
+def test_stored_rm_scores_are_checked_and_never_replaced(service, local):
+    request_id = service.generate(local, PROMPT, **SMALL, seed=4, with_rm=False).request_id
+    for bad, message in (([1.0], r"one value per candidate \(2\)"), ([1.0, float("nan")], "finite"), ("xy", "rm_scores")):
+        with pytest.raises(ValueError, match=message):
+            service.labels.set_rm_scores(request_id, bad)
+    assert service.labels.get_request(request_id)["rm_scores"] is None
+    service.labels.set_rm_scores(request_id, [0.25, -1.0])
+    service.labels.set_rm_scores(request_id, [0.25, -1.0])  # the same again: a no-op
+    with pytest.raises(ValueError, match="never replaced"):
+        service.labels.set_rm_scores(request_id, [2.0, 3.0])
+    assert service.labels.get_request(request_id)["rm_scores"] == [0.25, -1.0]
+    with pytest.raises(ValueError, match="unknown request_id"):
+        service.labels.set_rm_scores("f" * 32, [0.0, 0.0])
+
+
+def test_the_progress_bar_moves_once_per_decode_step(service, local):
+    updates = []
+    service.generate(local, PROMPT, n=2, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=5,
+                     progress=lambda fraction, what: updates.append((fraction, what)))
+    fractions = [f for f, _ in updates]
+    assert updates[0] == (0.1, "sampling 2 candidates")
+    steps = [what for _, what in updates[1:]]
+    assert 2 <= len(steps) <= 12 and steps[0] == "sampling 2 candidates: token 1 of at most 12"
+    assert fractions == sorted(fractions) and fractions[-1] <= 0.9 + 1e-9  # forward only, and 0.9 at most
+
+
+# --- rankings, grades and a second annotator ---------------------------------------------------
+
+
+def test_a_typed_ranking_and_grades_are_stored_as_candidate_indices(service, local):
+    generation = service.generate(local, PROMPT, n=3, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=6, blind=True)
+    order = generation.order  # order[p] is the candidate shown at position p + 1
+    label_id, chosen = service.label_display(local, generation.request_id, "3 1 2", "5 . 1")
+    row = service.labels.labels_frame(include_undone=False).iloc[-1]
+    assert row.label_id == label_id and chosen == order[2] and row.choice == str(order[2])
+    assert list(row.ranking) == [order[2], order[0], order[1]]
+    assert row.grades == {order[0]: 5, order[2]: 1} and row.grade_scale == "stars"
+    # Grades alone keep the live pick (the newer label replaces the older one, with the same choice).
+    service.pick_position(local, generation.request_id, 2)
+    _, chosen = service.label_display(local, generation.request_id, "", "+ - .")
+    row = service.labels.labels_frame(include_undone=False).iloc[-1]
+    assert chosen == order[1] and row.choice == str(order[1]) and row.grades == {order[0]: 1, order[1]: -1}
+    assert row.grade_scale == "thumbs" and row.ranking is None and service.labels.count(annotator=local.annotator) == 1
+
+
+@pytest.mark.parametrize(
+    "ranking, grades, message",
+    [
+        ("", "", "type a ranking"),
+        ("1 2", "", r"every position 1..3 once"),
+        ("1 1 2", "", r"every position 1..3 once"),
+        ("1 2 x", "", "positions separated by spaces"),
+        ("", "5 4", "one grade per position"),
+        ("", "5 + 1", "stars .* or thumbs"),
+        ("", "5 9 1", "grades are 1-5"),
+        ("9" * 500, "", "short text"),
+    ],
+)
+def test_bad_typed_rankings_and_grades_are_refused_and_nothing_is_stored(service, local, ranking, grades, message):
+    generation = service.generate(local, PROMPT, n=3, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=6)
+    before = stored_everything(service)
+    with pytest.raises(ValueError, match=message):
+        service.label_display(local, generation.request_id, ranking, grades)
+    assert stored_everything(service) == before
+
+
+def test_another_annotator_is_served_labelled_requests_blind_until_the_overlap(tmp_path, tiny_base):
+    service = make_service(tmp_path, tiny_base, review_overlap=3)
+    alice, bob, carol = (service.identify(annotator=name) for name in ("alice", "bob", "carol"))
+    first = service.generate(alice, PROMPT, **SMALL, seed=7)
+    second = service.generate(alice, PROMPT, **SMALL, seed=8)
+    assert service.next_to_review(bob) is None  # nothing labelled yet
+    service.label(alice, second.request_id, "1")
+    service.label(alice, first.request_id, "0")
+    served = service.next_to_review(bob)
+    assert served.request_id == first.request_id and served.blind  # oldest first, blind
+    assert sorted(served.order) == [0, 1] and served.result.texts == first.result.texts
+    assert [r.keys() for r in served.rows()] == [{"position", "candidate", "text"}] * 2  # no scores shown
+    assert service.next_to_review(alice) is None  # she labelled both
+    service.label(bob, first.request_id, "0")
+    assert service.next_to_review(bob).request_id == second.request_id  # bob judged the first already
+    assert service.next_to_review(carol).request_id == first.request_id  # 2 annotators < overlap 3
+    service.label(carol, first.request_id, "1")
+    assert service.next_to_review(carol).request_id == second.request_id  # the first is full now
+    public = make_service(tmp_path / "public", tiny_base, access=AccessConfig())  # not local: no admin
+    stranger = public.identify(FakeRequest("s"))
+    with pytest.raises(Forbidden, match="admins only, since it shows their prompts"):
+        public.next_to_review(stranger)
+    public.close()
+    agreement = service.agreement()
+    # One item, picks [0, 0, 1]: P_bar = 1/3; p_0 = 2/3, p_1 = 1/3, P_e = 5/9; kappa = -1/2.
+    assert agreement["items"] == 1 and agreement["kappa"] == pytest.approx(-0.5)
+    service.close()
+
+
+def test_the_review_overlap_is_checked():
+    with pytest.raises(ValueError, match="LANGUAGE_RANKER_REVIEW_OVERLAP must be a whole number in 2..100"):
+        ServiceConfig.from_env(__import__("pathlib").Path("."), environ={"LANGUAGE_RANKER_REVIEW_OVERLAP": "1"})
+    with pytest.raises(ValueError, match="got 'two'"):
+        ServiceConfig.from_env(__import__("pathlib").Path("."), environ={"LANGUAGE_RANKER_REVIEW_OVERLAP": "two"})
+
+
 # --- one model, one lane ----------------------------------------------------------------------
 
 
