@@ -100,7 +100,7 @@ def timing_line(result: RankedCandidates, ranker_choice: str, ranker, rm_note: s
     parts.append(f"RM {1000 * t['rm_s']:.0f} ms" if "rm_s" in t else rm_note)
     who = ranker_choice or LATEST
     if ranker is not None and ranker.fused:
-        names = {"mean_logprob": "mean log-prob", "vote_share": "vote share"}
+        names = {"mean_logprob": "mean log-prob", "vote_share": "vote share", "weighted_vote": "log-prob-weighted vote"}
         fused = [names[name] for name in ranker.fusion_weights if name != "ranker"]
         who += f" (hidden states + {' + '.join(fused)})" if fused else " (hidden states)"
         if ranker.fusion.fallback is not None:

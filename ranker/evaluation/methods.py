@@ -20,6 +20,7 @@ METHOD_LABELS = {  # name (as ranker.evaluation.selection and the experiments re
     "rm_small": "RM (small, MiniLM)",
     "list_ranker_vote": "ListRanker-weighted majority vote",
     "point_ranker_vote": "PointRanker-weighted majority vote",
+    "logprob_vote": "log-prob-weighted majority vote",
     "self_certainty_borda": "self-certainty Borda vote",
     "deepconf_low": "DeepConf-low (top 10%, weighted vote)",
     "deepconf_high": "DeepConf-high (top 90%, weighted vote)",
@@ -34,9 +35,10 @@ METHOD_LABELS = {  # name (as ranker.evaluation.selection and the experiments re
 }
 NOT_SELECTORS = ("per_sample",)  # methods of the table that pick no candidate
 # The training-free selectors from the literature that the generalisation claim is measured against
-# (ranker.evaluation.selection): max mean log-prob, self-certainty, and DeepConf's variants.
+# (ranker.evaluation.selection): max mean log-prob, self-certainty, DeepConf's variants, and the
+# log-prob-weighted majority vote (the fused rankers' fixed fallback rule, ranker.rankers.fallback).
 FREE_BASELINES = ("max_logprob", "max_self_certainty", "self_certainty_borda", "max_group_confidence", "deepconf_vote",
-                  "deepconf_low", "deepconf_high")
+                  "deepconf_low", "deepconf_high", "logprob_vote")
 DEEPCONF_VARIANTS = ("max_group_confidence", "deepconf_vote", "deepconf_low", "deepconf_high")
 
 

@@ -18,6 +18,10 @@ Methods:
   - `deepconf_vote`: majority vote weighted by lowest-group confidence;
   - `deepconf_low` / `deepconf_high`: the same vote over the 10% / 90% most confident;
   a vote where nothing votes falls back to the highest signal;
+  - `logprob_vote`: the log-prob-weighted majority vote (beta 1), the pick being the best mean
+    log-prob of the heaviest answer (`ranker.evaluation.voting_rules.logprob_vote`; no answer at
+    all: max mean log-prob). It reads only the mean log-probs and the vote keys, but is reported
+    with these confidence baselines, so that the tables of older stores keep their rows;
 - `oracle`: any correct candidate (the ceiling for any selector);
 - any scorer: the highest score (rankers, reward models).
 
@@ -41,7 +45,7 @@ import torch
 
 from ranker.capture.feature_store import FeatureStore
 from ranker.evaluation.metrics import best_candidates
-from ranker.evaluation.voting_rules import borda_vote, filtered_vote, weighted_vote
+from ranker.evaluation.voting_rules import borda_vote, filtered_vote, logprob_vote, weighted_vote
 
 DEEPCONF_SIGNAL = "lowest_group_confidence"  # the trace confidence DeepConf's votes and filters read
 Scores = torch.Tensor | Callable[[np.ndarray], torch.Tensor]
@@ -61,11 +65,15 @@ def _vote_or_best(pick: int | None, signal: np.ndarray) -> int:
 def free_signal_picks(keys: list[list], signals: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """(P,) picks of the training-free confidence selectors, from one drawn subset.
 
-    keys: P lists of n vote keys; signals: "self_certainty" and DEEPCONF_SIGNAL, each (P, n).
+    keys: P lists of n vote keys; signals: "self_certainty" and DEEPCONF_SIGNAL, each (P, n), and
+    optionally "mean_logprob" (P, n), which adds "logprob_vote".
     """
     certainty, confidence = signals["self_certainty"], signals[DEEPCONF_SIGNAL]
     rows = range(len(keys))
+    picks = {} if "mean_logprob" not in signals else {
+        "logprob_vote": np.array([logprob_vote(keys[p], signals["mean_logprob"][p]) for p in rows], dtype=int)}
     return {
+        **picks,
         "max_self_certainty": certainty.argmax(axis=1),
         "self_certainty_borda": np.array([_vote_or_best(borda_vote(keys[p], certainty[p]), certainty[p]) for p in rows]),
         "max_group_confidence": confidence.argmax(axis=1),
@@ -126,7 +134,8 @@ def evaluate_selection(
             "max_logprob": mean_logprob[rows, index].argmax(axis=1),
         }
         if signals:
-            picks.update(free_signal_picks(keys, {name: value[rows, index] for name, value in signals.items()}))
+            subset = {name: value[rows, index] for name, value in {**signals, "mean_logprob": mean_logprob}.items()}
+            picks.update(free_signal_picks(keys, subset))
         for name, value in scored.items():
             picks[name] = best_candidates(torch.as_tensor(_on_subset(name, value, index, rows))).numpy()
         for name, value in weighted.items():

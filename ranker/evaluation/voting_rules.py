@@ -11,7 +11,14 @@ to the answer seen first (as in the reference implementations of both papers bel
   the one at rank r (1 = best) of n voting `(n - r + 1) ** power`; power 0 is majority vote;
 - `filtered_vote` (Fu et al., 2025, DeepConf): keep the candidates whose confidence is at
   least the (1 - keep) quantile, then a vote weighted by that confidence; keep = 0.1 is
-  "DeepConf-low", keep = 0.9 "DeepConf-high".
+  "DeepConf-low", keep = 0.9 "DeepConf-high";
+- `logprob_vote`: the log-prob-weighted majority vote. Candidate j weighs
+  exp(beta * (mean_logprob_j - max mean_logprob)), its geometric-mean token probability to the
+  power beta (relative to the best candidate's); an answer scores its candidates' total weight,
+  a candidate without an answer (None) being an answer of its own; the pick is the
+  highest-log-prob candidate of the heaviest answer. Unlike the rules above it always picks:
+  with no answer at all it is max mean log-prob, with beta = 0 majority vote. It is what a
+  fused ranker's fixed fallback rule selects (ranker.rankers.fusion, "weighted_vote").
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from collections.abc import Sequence
 import numpy as np
 
 BORDA_POWER = 0.5  # the self-certainty reference code's default
+# logprob_vote's beta: 1, the best free selector out of family in our leave-one-family-out analysis
+# (ranker.rankers.fusion's WEIGHTED_VOTE_BETA is this one).
+LOGPROB_VOTE_BETA = 1.0
 
 
 def weighted_vote(vote_keys: Sequence, weights: Sequence[float] | np.ndarray | None = None) -> int | None:
@@ -80,3 +90,29 @@ def filtered_vote(vote_keys: Sequence, confidences: Sequence[float] | np.ndarray
     threshold = np.percentile(confidences[voting], (1.0 - keep) * 100.0)
     kept = [key if key is not None and confidences[i] >= threshold else None for i, key in enumerate(vote_keys)]
     return weighted_vote(kept, np.where([key is not None for key in kept], confidences, 0.0))
+
+
+def logprob_vote(vote_keys: Sequence, mean_logprob: Sequence[float] | np.ndarray, beta: float = LOGPROB_VOTE_BETA) -> int:
+    """Index of the best-log-prob candidate of the answer with the largest total exp(beta * mean log-prob).
+
+    A None key is an answer of its own. Ties between answers go to the one holding the
+    highest-log-prob candidate, ties within an answer to the candidate seen first.
+    E.g. keys ["7", "8", "8"], lp [-0.1, -1, -1.2], beta 1: "7" weighs 1, "8" e^-0.9 + e^-1.1 =
+    0.74 -> candidate 0 (majority vote would pick 1; max log-prob picks 0 too).
+    """
+    logprob = np.asarray(mean_logprob, dtype=np.float64)
+    if logprob.shape != (len(vote_keys),) or not len(vote_keys):
+        raise ValueError(f"need one mean log-prob per candidate ({len(vote_keys)}, at least one), "
+                         f"got shape {logprob.shape}")
+    if np.isnan(logprob).any() or (logprob == np.inf).any():
+        raise ValueError(f"mean log-probs must be finite or -inf, got {logprob.tolist()}")
+    top = logprob.max()
+    # (n,) in [0, 1], the best candidate's 1 (-inf weighs 0; all -inf: equal weights, majority vote)
+    weights = np.exp(beta * (logprob - top)) if np.isfinite(top) else np.ones(len(logprob))
+    group = [key if key is not None else ("no answer", index) for index, key in enumerate(vote_keys)]
+    totals: dict = {}
+    for key, weight in zip(group, weights):
+        totals[key] = totals.get(key, 0.0) + float(weight)
+    best = max(totals.values())
+    eligible = [index for index, key in enumerate(group) if totals[key] == best]
+    return max(eligible, key=lambda index: (logprob[index], -index))

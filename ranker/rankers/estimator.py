@@ -24,6 +24,20 @@ cluster (k-means on the training instructions, the number of clusters cross-vali
 `ranker.rankers.fusion.Fusion`). `fused == False` is the hidden-state ranker alone (the paper's ranker;
 `fusion=False` forces it).
 
+Fallback (`ranker.rankers.fallback`, `fusion_fallback`, on by default, with at least fusion_domains x
+MIN_CLUSTER_QUERIES training queries): for instructions far from the training ones the weights move
+towards free-signal weights g (ranker weight 0). g is chosen by the same cross-validation as the
+distances (near, far): the candidates are the free-signal weights fitted on the fusion's signals
+("fitted") and the fixed WEIGHTED_VOTE_RULE, 1 x weighted_vote + 1e-3 x mean_logprob ("weighted_vote",
+the log-prob-weighted majority vote; offered when every training query has mean log-probs and answer
+keys and the fusion's signals may read both). Each candidate's best (near, far) is chosen on the
+in-domain (cross-fitting folds) and out-of-domain (held-out instruction clusters, each scored by a
+ranker trained once on the other clusters) examples, and the candidate whose rule has the best
+pooled best-of-N wins, ties going to the fixed rule. The fusion report's "fallback" entry holds
+every candidate's pooled / in-domain / out-of-domain best-of-N ("fallback_candidates") and the
+winner ("fallback_choice"); a far instruction fused with the fixed rule needs both mean_logprob and
+vote_keys at scoring.
+
 Streaming: `fit` also takes a `StorePool` (ranker.rankers.training_groups) instead of queries, a
 store's problems whose response features stay in the store. Training, the fusion's fold rankers
 and the calibration's scoring then read the store prompt batch by prompt batch, and keep only
@@ -61,7 +75,13 @@ from ranker.evaluation.metrics import RankingMetrics, best_candidates, ranking_m
 from ranker.rankers.calibration import CALIBRATION_SOURCES, PlattCalibration, fit_calibration
 from ranker.rankers.checkpoint import RankerCard, load_checkpoint, save_checkpoint
 from ranker.rankers.clustering import kmeans, support_centroids
-from ranker.rankers.fallback import DistanceFallback, FallbackExamples, choose_fallback, support_distances
+from ranker.rankers.fallback import (
+    WEIGHTED_VOTE_RULE,
+    DistanceFallback,
+    FallbackExamples,
+    choose_fallback_weights,
+    support_distances,
+)
 from ranker.rankers.fusion import (
     FUSION_HYPERPARAMS,
     MIN_CLUSTER_QUERIES,
@@ -75,6 +95,7 @@ from ranker.rankers.fusion import (
     fuse,
     pool_signals,
     query_signals,
+    signal_inputs,
 )
 from ranker.rankers.networks import Ranker, RankerConfig, build_ranker
 from ranker.rankers.train_config import TrainConfig
@@ -184,15 +205,21 @@ class LanguageRanker:
         self.fusion_, self.fusion_report_ = Fusion([dict(RANKER_ONLY)]), None
         # The per-query signals are built only for fusion: for a million-row store they are ~15,000
         # small dicts of tensors, which a calibration-only cross-fit does not need.
-        signals = [{} for _ in range(len(queries))]
+        signals, rule_signals = [{} for _ in range(len(queries))], None
         if fusion_config.enabled and fusion_config.signals:
             every = pool_signals(queries) if streaming else [query_signals(q) for q in queries]
             signals = [{k: v for k, v in s.items() if k in fusion_config.signals} for s in every]
+            # The fallback's fixed rule reads the weighted vote whether or not it is fused (module docstring).
+            rule_names = [name for name in WEIGHTED_VOTE_RULE if name != "ranker"]
+            if (fusion_config.fallback and signal_inputs(rule_names) <= signal_inputs(fusion_config.signals)
+                    and all(name in s for s in every for name in rule_names)):
+                rule_signals = [{name: s[name] for name in rule_names} for s in every]
+            del every
         fuse_signals = fusion_config.enabled and any(signals)
         out_of_fold = None
         if (fuse_signals or (calibrate and calibration_source == "out_of_fold")) and len(queries) >= 2 * fusion_config.folds:
             self.fusion_, self.fusion_report_, out_of_fold = self._cross_fit(queries, signals, ranker_config, train_config,
-                                                                            fusion_config, fuse_signals)
+                                                                            fusion_config, fuse_signals, rule_signals)
         self.calibration_: PlattCalibration | None = None
         if calibrate:
             self.calibration_ = self._fit_calibration(queries, out_of_fold if calibration_source == "out_of_fold" else None)
@@ -204,11 +231,14 @@ class LanguageRanker:
         return self
 
     def _cross_fit(self, queries, signals, ranker_config: RankerConfig, train_config: TrainConfig,
-                   fusion_config: FusionConfig, fuse_signals: bool) -> tuple[Fusion, dict | None, list[Tensor]]:
+                   fusion_config: FusionConfig, fuse_signals: bool,
+                   rule_signals: list[dict[str, Tensor]] | None = None) -> tuple[Fusion, dict | None, list[Tensor]]:
         """Out-of-fold scores from `fusion_config.folds` rankers; from them the fusion weights (when
         `fuse_signals`) and its fallback (ranker.rankers.fusion, ranker.rankers.fallback).
 
-        Returns (fusion, its report, the out-of-fold scores fused with the fitted fusion: one (K_q,) per query).
+        rule_signals: per query, the signals WEIGHTED_VOTE_RULE reads, or None when that fallback
+        candidate is not offered. Returns (fusion, its report, the out-of-fold scores fused with the
+        fitted fusion: one (K_q,) per query).
         """
         parts = fold_indices(len(queries), fusion_config.folds, train_config.seed)
         oof: list[Tensor | None] = [None] * len(queries)
@@ -222,51 +252,78 @@ class LanguageRanker:
                                         clusters=fusion_config.clusters, seed=train_config.seed)
             if fusion_config.fallback and len(queries) >= fusion_config.domains * MIN_CLUSTER_QUERIES:
                 fusion.fallback, report["fallback"] = self._fit_fallback(queries, signals, oof, parts, labels, instructions,
-                                                                         fusion, ranker_config, train_config, fusion_config)
+                                                                         fusion, ranker_config, train_config, fusion_config,
+                                                                         rule_signals)
         if not fuse_signals:  # ranker-only: the raw scores are the fused ones (no float64 copy of every row)
             return fusion, report, oof
+        if fusion.fallback is not None and rule_signals is not None:  # the fallback's weights may read the weighted vote
+            signals = [{**s, **r} for s, r in zip(signals, rule_signals)]
         fused = [combine(fusion.weights_for(instructions[i]), oof[i], signals[i]).float() for i in range(len(queries))]
         return fusion, report, fused
 
     def _fit_fallback(self, queries, signals, oof, parts, labels, instructions, fusion: Fusion, ranker_config: RankerConfig,
-                      train_config: TrainConfig, fusion_config: FusionConfig) -> tuple[DistanceFallback | None, dict]:
-        """The free-signal fallback and its rule, chosen on held-out folds and held-out instruction clusters
-        (ranker.rankers.fallback); None when the rule never falls back or no signal can stand alone."""
+                      train_config: TrainConfig, fusion_config: FusionConfig,
+                      rule_signals: list[dict[str, Tensor]] | None = None) -> tuple[DistanceFallback | None, dict]:
+        """The free-signal fallback, its weights and its rule, chosen on held-out folds and held-out instruction
+        clusters (ranker.rankers.fallback); None when the best rule never falls back or no candidate weights exist.
+
+        The candidates are the free weights fitted on `signals` ("fitted") and, when `rule_signals` is given
+        (per query, the signals it reads), WEIGHTED_VOTE_RULE ("weighted_vote"). The out-of-domain rankers are
+        trained once and score every candidate.
+        """
         Q, seed, l2 = len(queries), train_config.seed, fusion_config.l2
+        pick = lambda values, index: [values[i] for i in index]  # noqa: E731
         free, _ = fit_weights(oof, signals, labels, l2, use_ranker=False)
-        if not free:
+        if not free and rule_signals is None:
             return None, {"kept": False, "why": "no free signal varies within the training queries"}
         # In domain: the cross-fitting folds, each measured against support centroids of the other folds.
         in_distances = torch.zeros(Q)
         for held in parts:
             in_distances[held] = support_distances(instructions[held], support_centroids(instructions[_rest(Q, held)], seed))
-        in_domain = FallbackExamples(
-            fused=[combine(fusion.weights[fusion.cluster_of(instructions[i])], oof[i], signals[i]) for i in range(Q)],
-            free=[combine(free, oof[i], signals[i]) for i in range(Q)], distances=in_distances, labels=labels)
+        in_fused = [combine(fusion.weights[fusion.cluster_of(instructions[i])], oof[i], signals[i]) for i in range(Q)]
         # Out of domain: each instruction cluster scored by a ranker, weights and support fitted without it.
         _, domain_of = kmeans(instructions, fusion_config.domains, seed)
-        fused, free_scores, distances, domain_labels = [], [], [], []
+        held_order, raw_scores, fused, fitted_free, distances = [], [], [], [], []
         for domain in range(fusion_config.domains):
             held = [i for i in range(Q) if int(domain_of[i]) == domain]
             rest = _rest(Q, held)
             if not held or len(rest) < MIN_CLUSTER_QUERIES:
                 continue
-            pick = lambda values, index: [values[i] for i in index]  # noqa: E731
             weights, _ = fit_weights(pick(oof, rest), pick(signals, rest), pick(labels, rest), l2, check=False)
-            free_rest, _ = fit_weights(pick(oof, rest), pick(signals, rest), pick(labels, rest), l2, use_ranker=False)
-            raw = self._train_and_score(queries, rest, held, ranker_config, train_config)
+            free_rest = {}
+            if free:
+                free_rest, _ = fit_weights(pick(oof, rest), pick(signals, rest), pick(labels, rest), l2, use_ranker=False)
+            raw = self._train_and_score(queries, rest, held, ranker_config, train_config)  # the expensive part: once
+            held_order += held
+            raw_scores += raw
             fused += [combine(weights, scores, signals[i]) for i, scores in zip(held, raw)]
-            free_scores += [combine(free_rest or free, scores, signals[i]) for i, scores in zip(held, raw)]
+            fitted_free += [free_rest or free] * len(held)
             distances.append(support_distances(instructions[held], support_centroids(instructions[rest], seed)))
-            domain_labels += pick(labels, held)
         if not distances:  # the instructions form one cluster (e.g. all alike): nothing to hold out
             return None, {"kept": False, "why": "the training instructions form a single cluster"}
-        out_of_domain = FallbackExamples(fused, free_scores, torch.cat(distances), domain_labels)
-        near, far, report = choose_fallback(in_domain, out_of_domain)
-        report["weights"] = free
-        if near == float("inf"):
+        out_distances, out_labels = torch.cat(distances), pick(labels, held_order)
+        out_rows = list(zip(held_order, raw_scores))  # (query, its out-of-domain raw scores)
+        candidates, weights_of = {}, {}
+        if free:
+            weights_of["fitted"] = free
+            candidates["fitted"] = (
+                FallbackExamples(in_fused, [combine(free, oof[i], signals[i]) for i in range(Q)], in_distances, labels),
+                FallbackExamples(fused, [combine(g, raw, signals[i]) for g, (i, raw) in zip(fitted_free, out_rows)],
+                                 out_distances, out_labels))
+        if rule_signals is not None:
+            rule = weights_of["weighted_vote"] = dict(WEIGHTED_VOTE_RULE)
+            candidates["weighted_vote"] = (
+                FallbackExamples(in_fused, [combine(rule, oof[i], rule_signals[i]) for i in range(Q)], in_distances, labels),
+                FallbackExamples(fused, [combine(rule, raw, rule_signals[i]) for i, raw in out_rows], out_distances, out_labels))
+        choice, reports = choose_fallback_weights(candidates, prefer="weighted_vote")
+        report = {**reports[choice], "weights": weights_of[choice], "fallback_choice": choice,
+                  "fallback_candidates": {name: {"weights": weights_of[name], "near": r["near"], "far": r["far"],
+                                                 **{k: r["chosen"][k] for k in ("pooled", "in_domain", "out_of_domain")}}
+                                          for name, r in reports.items()}}
+        if report["near"] == float("inf"):
             return None, {**report, "kept": False}
-        return DistanceFallback(free, support_centroids(instructions, seed), near, far), {**report, "kept": True}
+        return DistanceFallback(weights_of[choice], support_centroids(instructions, seed), report["near"], report["far"]), \
+            {**report, "kept": True}
 
     def _train_and_score(self, queries, train_index: list[int], score_index: list[int], ranker_config: RankerConfig,
                          train_config: TrainConfig) -> list[Tensor]:
@@ -336,7 +393,7 @@ class LanguageRanker:
 
     @property
     def fused(self) -> bool:
-        """True when scores mix in the mean log-prob or the vote share (for some instructions: the fallback's)."""
+        """True when scores mix in a free signal (for some instructions: the fallback's)."""
         return self.fusion.fallback is not None or any(weights != RANKER_ONLY for weights in self.fusion.weights)
 
     @property

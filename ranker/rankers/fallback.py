@@ -2,9 +2,9 @@
 
 A ranker's hidden-state score carries over to prompts like its training prompts, and much less
 to other kinds: out of its training families the fused ranker can lose to plain max log-prob.
-The free signals (mean log-prob, vote share) mean the same thing on every prompt. So the fused
-weights w(i) of an instruction i move towards free-signal weights g (the ranker's weight 0) as i
-gets farther from the training instructions:
+The free signals (mean log-prob, vote share, weighted vote) mean the same thing on every prompt.
+So the fused weights w(i) of an instruction i move towards free-signal weights g (the ranker's
+weight 0) as i gets farther from the training instructions:
 
     d(i)  = 1 - max_c cos(i, support_c)                  support: (S, H) unit k-means centroids
                                                          of the training instructions
@@ -14,20 +14,34 @@ gets farther from the training instructions:
 Because fused scores are linear in the weights, the blended score is the same blend of the two
 fused scores, which is what `choose_fallback` evaluates.
 
-How (near, far) is chosen, on training data only (`ranker.rankers.estimator`): the training
-queries are scored twice.
+g is one of two candidates (`ranker.rankers.estimator`):
+- "fitted": free-signal weights fitted like the fused ones but without the ranker
+  (`ranker.rankers.fusion.fit_weights(..., use_ranker=False)`) on the fusion's signals;
+- "weighted_vote": the fixed, parameter-free WEIGHTED_VOTE_RULE, 1 x weighted_vote + 1e-3 x
+  mean_logprob (ranker.rankers.fusion): the log-prob-weighted majority vote, whose top candidate
+  is the best-log-prob candidate of the answer with the largest total weight exp(mean_logprob)
+  (the 1e-3 only breaks the tie within that answer). It reads the mean log-probs and the answer
+  keys, so it is a candidate only when every training query has both and the fusion's signals
+  may read both (the default ones do), whether or not "weighted_vote" is among them.
+
+How g and (near, far) are chosen, on training data only (`ranker.rankers.estimator`): the
+training queries are scored twice.
 - In domain: by the cross-fitting rankers (random folds), with d measured to support centroids
   of the other folds.
 - Out of domain: the training instructions are split into `domains` k-means clusters, and each
-  cluster is scored by a ranker trained on the other clusters, with d measured to support
-  centroids of the other clusters: a stand-in for a task family the ranker never saw.
-Every (near, far) on a grid of quantiles of those distances, and "never fall back", is scored
-by best-of-N over both sets pooled; the best wins, ties going to the later fallback.
+  cluster is scored by a ranker trained on the other clusters (and "fitted" weights fitted on
+  them), with d measured to support centroids of the other clusters: a stand-in for a task
+  family the ranker never saw.
+For each candidate g, every (near, far) on a grid of quantiles of those distances, and "never
+fall back", is scored by best-of-N over both sets pooled; the best wins, ties going to the later
+fallback (`choose_fallback`). Then the candidate whose chosen rule has the best pooled best-of-N
+wins, ties going to the parameter-free "weighted_vote" (`choose_fallback_weights`). The
+per-domain rankers are trained once and score every candidate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +51,9 @@ from ranker.evaluation.metrics import best_of_n_accuracy
 
 QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)  # the grid of `near` and `far`, as quantiles of the distances
 NEVER = float("inf")
+# The parameter-free fallback candidate (module docstring): the log-prob-weighted majority vote, its ties
+# within the winning answer broken by the mean log-prob. Names are ranker.rankers.fusion.SIGNALS.
+WEIGHTED_VOTE_RULE = {"ranker": 0.0, "weighted_vote": 1.0, "mean_logprob": 1e-3}
 
 
 @dataclass
@@ -137,3 +154,19 @@ def choose_fallback(in_domain: FallbackExamples, out_of_domain: FallbackExamples
     report = {"near": best["near"], "far": best["far"], "never": results[0], "chosen": best,
               "distance_quantiles": {str(q): float(torch.quantile(pooled, q)) for q in QUANTILES}}
     return best["near"], best["far"], report
+
+
+def choose_fallback_weights(candidates: Mapping[str, tuple[FallbackExamples, FallbackExamples]],
+                            prefer: str | None = None) -> tuple[str, dict[str, dict]]:
+    """(the winning candidate's name, each candidate's `choose_fallback` report).
+
+    candidates: name -> (in-domain, out-of-domain) examples, the same queries and fused scores
+    for every candidate, only the `free` scores differing. The winner's chosen rule has the best
+    pooled best-of-N; ties go to `prefer`, then to the candidate listed first.
+    """
+    if not candidates:
+        raise ValueError("choose_fallback_weights needs at least one candidate")
+    reports = {name: choose_fallback(in_domain, out_of_domain)[2] for name, (in_domain, out_of_domain) in candidates.items()}
+    order = list(candidates)
+    best = max(order, key=lambda name: (round(reports[name]["chosen"]["pooled"], 12), name == prefer, -order.index(name)))
+    return best, reports

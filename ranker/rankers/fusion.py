@@ -1,4 +1,4 @@
-"""Fuse a ranker's scores with two signals that sampling gives for free.
+"""Fuse a ranker's scores with signals that sampling gives for free.
 
 For the K candidates of one query:
 - `mean_logprob` (K,): each candidate's mean token log-probability, captured while sampling,
@@ -7,18 +7,35 @@ For the K candidates of one query:
   equals the candidate's own; 0 for a candidate without a key. On its own it is majority vote
   (self-consistency). It is a property of the candidate set, so it is computed from the
   candidates actually being ranked, never from a larger pool.
+- `weighted_vote` (K,): the log of the candidate's answer's share of a confidence-weighted vote
+  (`weighted_vote_log_shares`). Candidate j votes with weight exp(beta * mean_logprob_j), its
+  geometric-mean token probability (to the power beta), and
 
-The hidden-state ranker sees different evidence from both. The fused score is
+      weighted_vote_k = log( sum_{j: key_j == key_k} exp(beta * lp_j) / sum_j exp(beta * lp_j) )
 
-    fused_k = a * s_k + b * mean_logprob_k + c * vote_share_k        s: (K,) ranker scores
+  where a candidate without a key (None) is its own group (value beta * lp_k - logsumexp(beta * lp)).
+  It is the self-consistency vote with DeepConf-style confidence weights (Fu et al., 2025), the
+  confidence being the sampler's own log-probs. beta = WEIGHTED_VOTE_BETA = 1: one unit of mean
+  log-prob counts e times as much, which was the best free selector out of family in our
+  leave-one-family-out analysis (37.9% vs max mean log-prob 34.0 and DeepConf-high 34.4); with
+  beta = 0 it is log(vote count / K), with beta -> inf max mean log-prob. It is computed from
+  mean_logprob and vote_keys, so it needs nothing more at inference than the other two. With a
+  tiny mean_logprob weight beside it ({"weighted_vote": 1, "mean_logprob": 1e-3}) the top
+  candidate is the best-log-prob candidate of the heaviest answer: the fixed fallback rule of
+  `ranker.rankers.fallback`, and the "logprob_vote" baseline of `ranker.evaluation.selection`.
+  It is not fused by default (DEFAULT_SIGNALS), so the fused fit of existing configs is unchanged.
 
-(a, b, c) are the `weights`, in absolute units, so that fusing does not depend on which other
+The hidden-state ranker sees different evidence from them. The fused score is
+
+    fused_k = a * s_k + b * mean_logprob_k + c * vote_share_k (+ d * weighted_vote_k)   s: (K,) ranker scores
+
+(a, b, c, d) are the `weights`, in absolute units, so that fusing does not depend on which other
 candidates are in the list. They are fitted by cross-fitting, so that they are not fooled by a
 ranker that has memorised its own training data:
 1. split the training queries into `folds` parts (seeded);
 2. train a ranker on all parts but one and score the held-out part, for every part, giving
    out-of-fold scores for every training query;
-3. fit (a, b, c) by listwise logistic regression on those out-of-fold scores: softmax over each
+3. fit (a, b, c, ...) by listwise logistic regression on those out-of-fold scores: softmax over each
    query's candidates of the fused score, cross-entropy against a uniform distribution over the
    candidates with the query's best label (queries whose labels are all equal carry no signal
    and are left out), plus `l2` * |weights|^2 on features scaled to unit within-query spread;
@@ -46,11 +63,17 @@ from torch import Tensor
 
 from ranker.core.cards import CardEntry
 from ranker.evaluation.metrics import best_of_n_accuracy
+from ranker.evaluation.voting_rules import LOGPROB_VOTE_BETA
 from ranker.rankers.clustering import kmeans
 from ranker.rankers.fallback import DistanceFallback
 from ranker.rankers.training_groups import QueryLike, StorePool
 
-SIGNALS = ("mean_logprob", "vote_share")
+SIGNALS = ("mean_logprob", "vote_share", "weighted_vote")  # every free signal a weight may name
+DEFAULT_SIGNALS = ("mean_logprob", "vote_share")  # what FusionConfig fuses unless told otherwise
+# The weighted_vote's confidence temperature, 1.0 (module docstring): the same beta as the "logprob_vote" baseline.
+WEIGHTED_VOTE_BETA = LOGPROB_VOTE_BETA
+# What each signal is computed from: the inputs `fuse` (and LanguageRanker.score) then needs.
+SIGNAL_INPUTS = {"mean_logprob": ("mean_logprob",), "vote_share": ("vote_keys",), "weighted_vote": ("mean_logprob", "vote_keys")}
 RANKER_ONLY = {"ranker": 1.0}
 # LanguageRanker's hyperparameter names of the FusionConfig fields (they predate the config).
 FUSION_HYPERPARAMS = {"fusion": "enabled", "fusion_folds": "folds", "fusion_l2": "l2", "fusion_signals": "signals",
@@ -69,7 +92,7 @@ class FusionConfig(CardEntry):
     enabled: bool = True
     folds: int = 4  # cross-fitting folds: rankers trained to score the training queries out of fold
     l2: float = 0.01  # ridge penalty of the weights' logistic regression (on unit-spread signals)
-    signals: tuple[str, ...] = SIGNALS  # which free signals may be fused
+    signals: tuple[str, ...] = DEFAULT_SIGNALS  # which free signals may be fused (any non-empty subset of SIGNALS)
     # Candidate numbers of instruction clusters, each with its own weights; the count is chosen by
     # cross-validation on the out-of-fold scores (`fit_fusion`). (1,): one global set of weights.
     clusters: tuple[int, ...] = (1, 2, 4, 8)
@@ -105,6 +128,11 @@ class FusionConfig(CardEntry):
         return {name: getattr(self, field) for name, field in FUSION_HYPERPARAMS.items()}
 
 
+def signal_inputs(names: Sequence[str]) -> set[str]:
+    """The inputs ("mean_logprob", "vote_keys") that fusing the named signals needs; "ranker" needs none."""
+    return {item for name in names if name != "ranker" for item in SIGNAL_INPUTS[name]}
+
+
 def vote_shares(vote_keys: Sequence[Hashable | None]) -> Tensor:
     """(K,) share of the K candidates that give each candidate's answer key; 0 where the key is None.
 
@@ -117,8 +145,39 @@ def vote_shares(vote_keys: Sequence[Hashable | None]) -> Tensor:
     return torch.tensor([counts[key] / len(keys) if key is not None else 0.0 for key in keys], dtype=torch.float32)
 
 
+def weighted_vote_log_shares(mean_logprob: Tensor, vote_keys: Sequence[Hashable | None],
+                             beta: float = WEIGHTED_VOTE_BETA) -> Tensor:
+    """(K,) log share of each candidate's answer in the log-prob-weighted vote (module docstring).
+
+    mean_logprob: (K,) mean token log-probs; vote_keys: K answer keys, None where a candidate has
+    no answer (it is then a group of its own). Every value is <= 0; exp of the values of one
+    candidate per group sums to 1. Computed in float64 with logsumexp, so that very negative
+    log-probs do not underflow. E.g. lp = [-1, -2, -1, -3], keys ["7", "8", "7", None], beta 1:
+    the weights e^-1, e^-2, e^-1, e^-3 sum to Z = 0.92088 (log Z = -0.08242); "7" holds 2 e^-1,
+    "8" e^-2, the keyless candidate e^-3, so the result is
+    [log 2 - 1, -2, log 2 - 1, -3] - log Z = [-0.2244, -1.9176, -0.2244, -2.9176].
+    """
+    logits = beta * torch.as_tensor(mean_logprob, dtype=torch.float64).flatten()  # (K,)
+    if len(vote_keys) != logits.shape[0]:
+        raise ValueError(f"got {len(vote_keys)} vote_keys for {logits.shape[0]} mean log-probs")
+    if logits.numel() == 0:
+        return torch.zeros(0)
+    groups: dict = {}
+    group_of = [groups.setdefault(key, len(groups)) if key is not None else None for key in vote_keys]
+    singles = iter(range(len(groups), len(groups) + group_of.count(None)))
+    index = torch.tensor([g if g is not None else next(singles) for g in group_of], device=logits.device)  # (K,) group ids
+    # (G,) logsumexp of each group, each shifted by its own max so that no group underflows to -inf
+    num_groups = int(index.max()) + 1
+    group_max = torch.full((num_groups,), float("-inf"), dtype=torch.float64, device=logits.device)
+    group_max = group_max.scatter_reduce(0, index, logits, reduce="amax")
+    totals = torch.zeros(num_groups, dtype=torch.float64, device=logits.device)
+    log_totals = totals.index_add_(0, index, (logits - group_max[index]).exp()).log() + group_max
+    return (log_totals[index] - torch.logsumexp(logits, dim=0)).float()
+
+
 def query_signals(query: QueryLike) -> dict[str, Tensor]:
-    """The free signals a query carries, each (K,): "mean_logprob" and/or "vote_share"."""
+    """The free signals a query carries, each (K,): "mean_logprob" and/or "vote_share", and
+    "weighted_vote" when it has both log-probs and answer keys."""
     signals = {}
     mean_logprob = getattr(query, "mean_logprob", None)
     if mean_logprob is not None:
@@ -126,12 +185,15 @@ def query_signals(query: QueryLike) -> dict[str, Tensor]:
     vote_keys = getattr(query, "vote_keys", None)
     if vote_keys is not None:
         signals["vote_share"] = vote_shares(vote_keys)
+        if mean_logprob is not None:
+            signals["weighted_vote"] = weighted_vote_log_shares(signals["mean_logprob"], vote_keys)
     return signals
 
 
 def pool_signals(pool: StorePool) -> list[dict[str, Tensor]]:
     """`query_signals` of every query of a StorePool, from its metadata (no feature is read)."""
-    return [{"mean_logprob": pool.mean_logprob[q], "vote_share": vote_shares(pool.vote_keys[q])}
+    return [{"mean_logprob": pool.mean_logprob[q], "vote_share": vote_shares(pool.vote_keys[q]),
+             "weighted_vote": weighted_vote_log_shares(pool.mean_logprob[q], pool.vote_keys[q])}
             for q in range(pool.num_queries)]
 
 
@@ -149,31 +211,40 @@ def fuse(scores: Tensor, weights: Mapping[str, float], mean_logprob: Tensor | No
          vote_keys: Sequence[Hashable | None] | None = None) -> Tensor:
     """The fused (K,) scores from ranker scores (K,); `scores` itself when the weights are ranker-only.
 
-    mean_logprob (K,) is required when weights["mean_logprob"] != 0, and vote_keys (K answer keys,
-    None for "no answer") when weights["vote_share"] != 0; ValueError otherwise.
+    mean_logprob (K,) is required when weights["mean_logprob"] != 0, vote_keys (K answer keys,
+    None for "no answer") when weights["vote_share"] != 0, and both when weights["weighted_vote"]
+    != 0; ValueError otherwise.
     """
     weights = dict(weights) or RANKER_ONLY
     if all(weights.get(name, 0.0) == 0.0 for name in SIGNALS) and weights.get("ranker", 1.0) == 1.0:
         return scores
     terms, signals = {"ranker": weights.get("ranker", 1.0)}, {}
-    if weights.get("mean_logprob", 0.0) != 0.0:
+    # Which inputs each fused signal reads; the weighted vote reads both.
+    needs_logprob = [name for name in ("mean_logprob", "weighted_vote") if weights.get(name, 0.0) != 0.0]
+    needs_keys = [name for name in ("vote_share", "weighted_vote") if weights.get(name, 0.0) != 0.0]
+    described = {"mean_logprob": "mean log-prob", "vote_share": "vote share", "weighted_vote": "log-prob-weighted vote"}
+    uses = lambda names: ", ".join(f"{described[n]} (weight {weights[n]:.4g})" for n in names)  # noqa: E731
+    if needs_logprob:
         if mean_logprob is None:
-            raise ValueError(
-                f"this ranker fuses its scores with the candidates' mean log-prob (weight {weights['mean_logprob']:.4g}); "
-                "pass mean_logprob, a (K,) tensor"
-            )
-        signals["mean_logprob"] = torch.as_tensor(mean_logprob, dtype=scores.dtype, device=scores.device).flatten()
-        if signals["mean_logprob"].shape != scores.shape:
-            raise ValueError(f"mean_logprob has shape {tuple(signals['mean_logprob'].shape)}, expected {tuple(scores.shape)}")
-    if weights.get("vote_share", 0.0) != 0.0:
+            raise ValueError(f"this ranker fuses its scores with the candidates' {uses(needs_logprob)}; "
+                             "pass mean_logprob, a (K,) tensor")
+        lp = torch.as_tensor(mean_logprob, dtype=scores.dtype, device=scores.device).flatten()
+        if lp.shape != scores.shape:
+            raise ValueError(f"mean_logprob has shape {tuple(lp.shape)}, expected {tuple(scores.shape)}")
+        if "mean_logprob" in needs_logprob:
+            signals["mean_logprob"] = lp
+    if needs_keys:
         if vote_keys is None:
             raise ValueError(
-                f"this ranker fuses its scores with the candidates' vote share (weight {weights['vote_share']:.4g}); "
-                "pass vote_keys, one answer key per candidate (ranker.tasks.voting; None where a candidate has no answer)"
+                f"this ranker fuses its scores with the candidates' {uses(needs_keys)}; pass vote_keys, one answer key "
+                "per candidate (ranker.tasks.voting; None where a candidate has no answer)"
             )
         if len(vote_keys) != scores.shape[0]:
             raise ValueError(f"got {len(vote_keys)} vote_keys for {scores.shape[0]} candidates")
-        signals["vote_share"] = vote_shares(vote_keys).to(scores.device)
+        if "vote_share" in needs_keys:
+            signals["vote_share"] = vote_shares(vote_keys).to(scores.device)
+        if "weighted_vote" in needs_keys:
+            signals["weighted_vote"] = weighted_vote_log_shares(lp, vote_keys).to(scores.device)
     terms.update({name: weights[name] for name in signals})
     return combine(terms, scores, signals).to(scores.dtype)
 
@@ -333,17 +404,27 @@ class Fusion:
 
     @classmethod
     def from_dict(cls, data: dict, tensors: Mapping[str, Tensor] | None = None) -> "Fusion":
+        """The fusion of a card; ValueError for a weight named neither "ranker" nor one of SIGNALS."""
         tensors = tensors or {}
-        weights = [{str(name): float(value) for name, value in w.items()} for w in data["weights"]]
+        weights = [_card_weights(w) for w in data["weights"]]
         global_weights = data.get("global_weights")
         if global_weights is not None:
-            global_weights = {str(name): float(value) for name, value in global_weights.items()}
+            global_weights = _card_weights(global_weights)
         fallback = data.get("fallback")
         if fallback is not None:
             if "fallback_support" not in tensors:
                 raise ValueError("the card has a fusion fallback but its support centroids are missing")
+            _card_weights(fallback["weights"])
             fallback = DistanceFallback.from_dict(fallback, tensors["fallback_support"])
         return cls(weights, tensors.get("fusion_centroids"), global_weights, fallback)
+
+
+def _card_weights(weights: Mapping) -> dict[str, float]:
+    """A card's weights as {name: float}, refusing names that `fuse` would not know (it would drop them)."""
+    unknown = sorted(str(name) for name in weights if name != "ranker" and name not in SIGNALS)
+    if unknown:
+        raise ValueError(f"the card's fusion weights name {unknown}; known: ranker, {', '.join(SIGNALS)}")
+    return {str(name): float(value) for name, value in weights.items()}
 
 
 MIN_CLUSTER_QUERIES = 20  # a cluster with fewer training queries keeps the global weights

@@ -5,8 +5,16 @@ import pandas as pd
 import pytest
 import torch
 
+from ranker.evaluation.methods import FREE_BASELINES, METHOD_LABELS, method_label
 from ranker.evaluation.selection import evaluate_selection, free_signal_picks
-from ranker.evaluation.voting_rules import borda_vote, borda_weights, filtered_vote, weighted_vote
+from ranker.evaluation.voting_rules import (
+    LOGPROB_VOTE_BETA,
+    borda_vote,
+    borda_weights,
+    filtered_vote,
+    logprob_vote,
+    weighted_vote,
+)
 from tests.ranker.evaluation.test_selection import make_store
 
 
@@ -103,3 +111,56 @@ def test_evaluate_store_adds_each_calibrated_rankers_weighted_vote():
     assert result["accuracy"]["mine"] == pytest.approx(0.5)  # candidate 0: wrong, right
     # vote weighted by sigmoid(score): "5" = 0.95 beats "6" = 0.05 + 0.05 (wrong); "2" = 1.5 beats "1" = 0.88 (wrong)
     assert result["accuracy"]["mine_vote"] == pytest.approx(0.0)
+
+
+# Six candidates: weights exp(lp - max lp) = exp(lp + 0.1): "a" = {0: e^-0.9 = 0.4066, 2: e^-0.5 = 0.6065} = 1.0131,
+# "b" = {1: e^-2.4, 3: e^-2.9, 5: e^-2.7} = 0.0907 + 0.0550 + 0.0672 = 0.2129, "c" = {4: e^0 = 1.0}. "a" is the
+# heaviest answer, its best log-prob candidate 2. Majority vote takes "b" (3 votes: candidate 1), max log-prob candidate 4.
+KEYS, LOGPROBS = ["a", "b", "a", "b", "c", "b"], [-1.0, -2.5, -0.6, -3.0, -0.1, -2.8]
+
+
+def test_logprob_vote_by_hand():
+    assert LOGPROB_VOTE_BETA == 1.0
+    assert logprob_vote(KEYS, LOGPROBS) == 2
+    assert weighted_vote(KEYS) == 1 and int(np.argmax(LOGPROBS)) == 4  # it differs from both majority and max log-prob
+    # beta 0 is majority vote; a large beta is max log-prob
+    assert logprob_vote(KEYS, LOGPROBS, beta=0.0) == 1  # "b" (3 votes), the best log-prob of its candidates 1, 3, 5
+    assert logprob_vote(KEYS, LOGPROBS, beta=50.0) == 4
+    # A keyless candidate is an answer of its own: e^0 = 1 beats "x" = 2 e^-0.9 = 0.81
+    assert logprob_vote([None, "x", "x"], [-0.1, -1.0, -1.0]) == 0
+    assert logprob_vote([None, "x", "x"], [-0.1, -0.5, -0.6]) == 1  # "x" = e^-0.4 + e^-0.5 = 1.28 > 1; candidate 1 first
+    assert logprob_vote([None, None, None], [-2.0, -0.5, -1.0]) == 1  # no answers at all: max mean log-prob
+    # Equal totals: the answer holding the best log-prob, then the first candidate
+    assert logprob_vote(["p", "q", "q"], [0.0, np.log(0.5), np.log(0.5)]) == 0
+    assert logprob_vote(["p", "p"], [-1.0, -1.0]) == 0
+    with pytest.raises(ValueError, match="one mean log-prob per candidate"):
+        logprob_vote(["a", "b"], [-1.0])
+    with pytest.raises(ValueError, match="finite"):
+        logprob_vote(["a"], [float("nan")])
+
+
+def test_free_signal_picks_add_the_logprob_vote_given_mean_logprob():
+    signals = {"self_certainty": np.zeros((1, 6)), "lowest_group_confidence": np.ones((1, 6))}
+    assert "logprob_vote" not in free_signal_picks([KEYS], signals)
+    picks = free_signal_picks([KEYS], {**signals, "mean_logprob": np.array([LOGPROBS])})
+    assert picks["logprob_vote"].tolist() == [2]
+
+
+def test_evaluate_selection_reports_the_logprob_vote_with_the_confidence_baselines():
+    labels = [[1, 0, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0]]  # "a" is right in problem 0; candidates 1 and 2 in problem 1
+    store = make_store(labels=labels, vote_keys=[KEYS, ["u", "v", "v", None, None, None]],
+                       mean_logprobs=[LOGPROBS, [-0.2, -1.0, -0.9, -3.0, -3.0, -3.0]])
+    assert "logprob_vote" not in evaluate_selection(store)  # reported with the confidence baselines only
+    store = with_signals(store, certainty=np.zeros((2, 6)), confidence=np.ones((2, 6)))
+    result = evaluate_selection(store)
+    # problem 0: candidate 2 (right). problem 1: "u" = e^0 = 1, "v" = e^-0.8 + e^-0.7 = 0.4493 + 0.4966 = 0.9459,
+    # each None e^-2.8 = 0.06: "u", candidate 0 (wrong)
+    assert result["logprob_vote"] == pytest.approx(0.5)
+    assert result["majority"] == pytest.approx(0.5)  # "b" (wrong); "v", candidate 1 (right)
+    assert result["max_logprob"] == pytest.approx(0.0)  # candidate 4 (wrong); candidate 0 (wrong)
+
+
+def test_the_logprob_vote_is_a_labelled_free_baseline():
+    assert "logprob_vote" in FREE_BASELINES and method_label("logprob_vote") == "log-prob-weighted majority vote"
+    order = list(METHOD_LABELS)
+    assert order.index("point_ranker_vote") < order.index("logprob_vote") < order.index("deepconf_high")

@@ -214,6 +214,11 @@ def test_lofo_report_and_verdict():
     # vs max log-prob: +10 on a, -3 on b -> mean +3.5, b lost by more than 2 points
     assert "| ListRanker | max mean log-prob | +3.5 | b: -3.0 | b |" in verdict
     assert "| ListRanker | DeepConf's best variant (DeepConf weighted vote (all)) | +5.0 | a: +5.0 | none |" in verdict
+    assert not any("log-prob-weighted" in line for line in verdict)  # a run without that baseline
+    with_vote = pd.concat([lofo, pd.DataFrame([{"method": "logprob_vote", "family": f, "seed": 0, "accuracy": a, "prompts": 10}
+                                               for f, a in (("a", 0.63), ("b", 0.45))])])
+    # vs the log-prob-weighted vote: -3 on a, -5 on b -> mean -4.0, both families lost by more than 2 points
+    assert "| ListRanker | log-prob-weighted majority vote | -4.0 | b: -5.0 | a, b |" in lofo_verdict_markdown(with_vote).splitlines()
     table = lofo_markdown(lofo).splitlines()
     assert table[0] == "| method (left-out family: prompts) | a: 10 | b: 10 | mean over families (1 seeds) |"
     assert "| ListRanker | 60.0 | 40.0 | 50.0 |" in table

@@ -1,14 +1,25 @@
-"""The fallback to free-signal weights for unfamiliar instructions: distances, the ramp, the blend, the rule."""
+"""The fallback to free-signal weights for unfamiliar instructions: distances, the ramp, the blend, the rule, its weights."""
 
+import copy
+import json
 import math
 
 import pytest
 import torch
 
 from ranker.rankers.estimator import LanguageRanker
-from ranker.rankers.fallback import DistanceFallback, FallbackExamples, choose_fallback, ramp, support_distances
-from ranker.rankers.fusion import Fusion
+from ranker.rankers.fallback import (
+    WEIGHTED_VOTE_RULE,
+    DistanceFallback,
+    FallbackExamples,
+    choose_fallback,
+    choose_fallback_weights,
+    ramp,
+    support_distances,
+)
+from ranker.rankers.fusion import Fusion, fuse, vote_shares, weighted_vote_log_shares
 from ranker.rankers.synthetic import make_synthetic_queries
+from ranker.rankers.training_groups import RankingQuery
 from tests.ranker.rankers.test_fusion import _with_signals
 
 
@@ -91,3 +102,102 @@ def test_identical_instructions_fit_without_a_fallback():
     ranker = LanguageRanker(kind="point", seed=0, projection_dim=16, epochs=1, batch_size=32).fit(queries, calibrate=True)
     assert ranker.fusion_report_["fallback"] == {"kept": False, "why": "the training instructions form a single cluster"}
     assert ranker.fusion.fallback is None and ranker.calibration_.source == "out_of_fold"
+
+
+def test_the_candidate_whose_rule_pools_best_wins_ties_going_to_the_preferred():
+    # Same queries and fused scores; out of domain "fitted" is wrong everywhere and "vote" right everywhere.
+    in_domain = [0.1, 0.1, 0.12, 0.15]
+    fitted = (examples(in_domain, [True] * 4, [False] * 4), examples([0.5, 0.6, 0.55, 0.7], [False] * 4, [False] * 4))
+    vote = (examples(in_domain, [True] * 4, [False] * 4), examples([0.5, 0.6, 0.55, 0.7], [False] * 4, [True] * 4))
+    choice, reports = choose_fallback_weights({"fitted": fitted, "vote": vote})
+    assert choice == "vote" and reports["vote"]["chosen"]["pooled"] == 1.0 and reports["fitted"]["chosen"]["pooled"] == 0.5
+    # Equal pooled accuracy: the preferred candidate, else the first listed.
+    assert choose_fallback_weights({"fitted": fitted, "same": fitted}, prefer="same")[0] == "same"
+    assert choose_fallback_weights({"fitted": fitted, "same": fitted})[0] == "fitted"
+    with pytest.raises(ValueError, match="at least one"):
+        choose_fallback_weights({})
+
+
+def _vote_wins_queries(num_queries=96, seed=0):
+    """Queries of 8 candidates on which only the log-prob-weighted vote is right, and no linear mix of the
+    mean log-prob and the vote share is (hidden states carry nothing: the labels are unrelated to them).
+
+    Two kinds, alternating, each with the right answer "r" (label 1) the heaviest in sum of exp(mean log-prob):
+    - A: "r" x 2 at lp -1.3 (total 2 e^-1.3 = 0.545), "x" x 1 at -0.85 (0.427), "w" x 3 at -2.5 (0.246), two singletons
+      at -3.5. Max log-prob picks "x"; majority "w". A linear b lp + c share prefers "r" to "x" only if c > 3.6 b.
+    - B: "r" x 1 at lp -0.2 (0.819), "w" x 5 at -1.9 (0.748), two singletons at -3.5. Majority picks "w";
+      b lp + c share prefers "r" to "w" only if c < 3.4 b. So no (b, c) > 0 is right on both kinds.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    kinds = {"A": [("r", -1.3)] * 2 + [("x", -0.85)] + [("w", -2.5)] * 3 + [("s1", -3.5), ("s2", -3.5)],
+             "B": [("r", -0.2)] + [("w", -1.9)] * 5 + [("s1", -3.5), ("s2", -3.5)]}
+    out = []
+    for i, q in enumerate(make_synthetic_queries(num_queries, 8, 16, seed=seed, topic_dim=4)):
+        order = torch.randperm(8, generator=gen).tolist()
+        candidates = [kinds["AB"[i % 2]][k] for k in order]
+        keys = [key if not key.startswith("s") else None for key, _ in candidates]
+        lp = torch.tensor([value for _, value in candidates]) + 0.01 * torch.randn(8, generator=gen)
+        labels = torch.tensor([float(key == "r") for key, _ in candidates])
+        out.append(RankingQuery(q.instruction, q.responses, labels, q.query_id, lp, keys))
+    return out
+
+
+@pytest.fixture(scope="module")
+def vote_ranker():
+    queries = _vote_wins_queries()
+    return queries, LanguageRanker(kind="point", seed=0, projection_dim=16, epochs=1, batch_size=32).fit(queries)
+
+
+def test_fit_chooses_the_weighted_vote_where_only_it_is_right(vote_ranker):
+    queries, ranker = vote_ranker
+    report = ranker.fusion_report_["fallback"]
+    candidates = report["fallback_candidates"]
+    assert set(candidates) == {"fitted", "weighted_vote"}
+    assert all(set(c) >= {"weights", "near", "far", "pooled", "in_domain", "out_of_domain"} for c in candidates.values())
+    assert report["fallback_choice"] == max(candidates, key=lambda name: candidates[name]["pooled"]) == "weighted_vote"
+    # Falling back to the weighted vote is right on every query it reaches; the fitted mix cannot be right on both kinds.
+    assert candidates["weighted_vote"]["pooled"] > candidates["fitted"]["pooled"] + 0.1
+    assert candidates["weighted_vote"]["weights"] == WEIGHTED_VOTE_RULE and candidates["fitted"]["weights"]["ranker"] == 0.0
+    assert report["kept"] and report["weights"] == WEIGHTED_VOTE_RULE and ranker.fusion.fallback.weights == WEIGHTED_VOTE_RULE
+    # The fused weights themselves did not take the weighted vote (not among the default signals).
+    assert all("weighted_vote" not in weights for weights in ranker.fusion.weights)
+    # Far from the training instructions a score is the weighted vote's: the best log-prob of the heaviest answer.
+    q = queries[1]
+    far = -ranker.fusion.fallback.support.mean(0) * 10
+    assert ranker.fusion.fallback.share(ranker.fusion.fallback.distance(far)) == 1.0
+    picked = ranker.select(far, q.responses, q.mean_logprob, q.vote_keys)
+    assert q.labels[picked] == 1.0
+    with pytest.raises(ValueError, match="vote_keys"):
+        ranker.score(far, q.responses, q.mean_logprob)
+
+
+def test_an_old_card_without_the_weighted_vote_loads_and_scores_as_before(vote_ranker, tmp_path):
+    queries, ranker = vote_ranker[0], copy.deepcopy(vote_ranker[1])
+    support = ranker.fusion.fallback.support
+    old = {"ranker": 0.0, "mean_logprob": 0.61, "vote_share": 2.97}  # what the fitted fallback looked like
+    ranker.fusion_ = Fusion([{"ranker": 1.0, "mean_logprob": 0.5, "vote_share": 2.0}], fallback=DistanceFallback(old, support, 0.2, 0.4))
+    q = queries[3]
+    near, far = support[0] * 3, -support.mean(0) * 10  # distance 0 (share 0) and share 1
+    before = [ranker.score(i, q.responses, q.mean_logprob, q.vote_keys) for i in (near, far)]
+    ranker.save(tmp_path / "old")
+    card = json.loads((tmp_path / "old" / "card.json").read_text())
+    assert "weighted_vote" not in json.dumps(card["fusion"]) and card["fusion_config"]["signals"] == ["mean_logprob", "vote_share"]
+    loaded = LanguageRanker.load(tmp_path / "old")
+    assert loaded.fusion.fallback.weights == old
+    raw = loaded.model_(near[None], q.responses[None])[0].detach().float()
+    shares = vote_shares(q.vote_keys)
+    # By hand: 1 x s + 0.5 x lp + 2 x share near the support, 0.61 x lp + 2.97 x share far away: no weighted-vote term.
+    expected = [raw + 0.5 * q.mean_logprob + 2.0 * shares, 0.61 * q.mean_logprob + 2.97 * shares]
+    for instruction, previous, by_hand in zip((near, far), before, expected):
+        now = loaded.score(instruction, q.responses, q.mean_logprob, q.vote_keys)
+        assert torch.equal(now, previous)
+        torch.testing.assert_close(now, by_hand)
+    # The new rule survives the checkpoint too, and far away scores as fuse() with it.
+    loaded.fusion_.fallback = DistanceFallback(dict(WEIGHTED_VOTE_RULE), support, 0.2, 0.4)
+    loaded.save(tmp_path / "new")
+    again = LanguageRanker.load(tmp_path / "new")
+    assert again.fusion.fallback.weights == WEIGHTED_VOTE_RULE
+    expected = 1e-3 * q.mean_logprob + weighted_vote_log_shares(q.mean_logprob, q.vote_keys)
+    torch.testing.assert_close(again.score(far, q.responses, q.mean_logprob, q.vote_keys), expected)
+    assert torch.equal(again.score(far, q.responses, q.mean_logprob, q.vote_keys),
+                       fuse(torch.zeros(8), WEIGHTED_VOTE_RULE, q.mean_logprob, q.vote_keys))

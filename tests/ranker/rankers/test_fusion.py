@@ -1,11 +1,27 @@
-"""Score fusion with the mean log-prob and the vote share: weights, cross-fitting in fit, save/load, errors."""
+"""Score fusion with the mean log-prob, the vote share and the weighted vote: weights, cross-fitting in fit, save/load, errors."""
+
+import math
 
 import pytest
 import torch
 
 from ranker.rankers.clustering import kmeans
 from ranker.rankers.estimator import LanguageRanker
-from ranker.rankers.fusion import fit_fusion, fit_weights, fold_indices, fuse, vote_shares
+from ranker.rankers.fallback import WEIGHTED_VOTE_RULE
+from ranker.rankers.fusion import (
+    DEFAULT_SIGNALS,
+    SIGNALS,
+    WEIGHTED_VOTE_BETA,
+    Fusion,
+    FusionConfig,
+    fit_fusion,
+    fit_weights,
+    fold_indices,
+    fuse,
+    query_signals,
+    vote_shares,
+    weighted_vote_log_shares,
+)
 from ranker.rankers.synthetic import make_synthetic_queries
 from ranker.rankers.training_groups import RankingQuery
 
@@ -21,6 +37,75 @@ def _labels(num_queries=60, k=8, seed=0):
 def test_vote_shares_count_each_candidates_answer_among_the_k():
     torch.testing.assert_close(vote_shares(["7", "8", "7", None]), torch.tensor([0.5, 0.25, 0.5, 0.0]))
     torch.testing.assert_close(vote_shares([None, None]), torch.zeros(2))
+
+
+def test_weighted_vote_log_shares_by_hand():
+    # weights exp(lp) = e^-1, e^-2, e^-1, e^-3; Z = 2e^-1 + e^-2 + e^-3 = 0.735759 + 0.135335 + 0.049787 = 0.920881,
+    # log Z = -0.082422. "7" holds 2e^-1: log 2 - 1 - log Z = -0.224429; "8": -2 - log Z = -1.917578;
+    # the keyless candidate is its own group: -3 - log Z = -2.917578.
+    lp, keys = torch.tensor([-1.0, -2.0, -1.0, -3.0]), ["7", "8", "7", None]
+    torch.testing.assert_close(weighted_vote_log_shares(lp, keys), torch.tensor([-0.224429, -1.917578, -0.224429, -2.917578]))
+    assert WEIGHTED_VOTE_BETA == 1.0
+    # beta 0: every candidate weighs 1, so the share is the vote count / K, the keyless one counting 1 alone
+    torch.testing.assert_close(weighted_vote_log_shares(lp, keys, beta=0.0), torch.tensor([0.5, 0.25, 0.5, 0.25]).log())
+    # far-apart log-probs neither underflow nor overflow: [0, -1000, -500] up to float rounding
+    far = weighted_vote_log_shares(torch.tensor([-1000.0, -2000.0, -1500.0]), [None, None, "a"])
+    torch.testing.assert_close(far, torch.tensor([0.0, -1000.0, -500.0]))
+    with pytest.raises(ValueError, match="2 vote_keys for 3"):
+        weighted_vote_log_shares(torch.zeros(3), ["a", "b"])
+
+
+def test_query_signals_include_the_weighted_vote_only_with_both_inputs():
+    instruction, responses, labels = torch.zeros(4), torch.zeros(3, 4), torch.tensor([1.0, 0.0, 0.0])
+    lp, keys = torch.tensor([-1.0, -2.0, -1.0]), ["a", "b", "a"]
+    both = query_signals(RankingQuery(instruction, responses, labels, "q", lp, keys))
+    assert set(both) == {"mean_logprob", "vote_share", "weighted_vote"}
+    torch.testing.assert_close(both["weighted_vote"], weighted_vote_log_shares(lp, keys))
+    assert set(query_signals(RankingQuery(instruction, responses, labels, "q", lp, None))) == {"mean_logprob"}
+    assert set(query_signals(RankingQuery(instruction, responses, labels, "q", None, keys))) == {"vote_share"}
+
+
+def test_fusion_config_defaults_to_the_two_signals_and_accepts_any_subset():
+    assert FusionConfig().signals == DEFAULT_SIGNALS == ("mean_logprob", "vote_share") and "weighted_vote" in SIGNALS
+    assert FusionConfig(signals=["weighted_vote"]).signals == ("weighted_vote",)
+    assert FusionConfig(signals=SIGNALS).signals == SIGNALS
+    with pytest.raises(ValueError, match="fusion_signals"):
+        FusionConfig(signals=("mean_logprob", "weighted_votes"))
+    with pytest.raises(ValueError, match="fusion_signals"):
+        FusionConfig(signals=())
+
+
+# Five candidates: "a" = {0: lp -1.0, 2: lp -0.6}, "b" = {1: -0.2, 3: -3.0}, "c" = {4: -0.1}.
+# Weights exp(lp): "a" 0.3679 + 0.5488 = 0.9167, "b" 0.8187 + 0.0498 = 0.8685, "c" 0.9048: "a" is the heaviest
+# answer and its best log-prob is candidate 2. Majority vote ties "a" and "b" 2-2 and takes "a", first given by
+# candidate 0; max log-prob takes candidate 4.
+VOTE_LP, VOTE_KEYS = torch.tensor([-1.0, -0.2, -0.6, -3.0, -0.1]), ["a", "b", "a", "b", "c"]
+
+
+def test_fuse_with_the_weighted_vote_picks_the_best_logprob_of_the_heaviest_answer():
+    zeros = torch.zeros(5)
+    fused = fuse(zeros, {"weighted_vote": 1.0, "mean_logprob": 1e-3}, VOTE_LP, VOTE_KEYS)
+    assert int(fused.argmax()) == 2
+    log_z = math.log(sum(math.exp(v) for v in VOTE_LP.tolist()))
+    expected = [math.log(math.exp(-1.0) + math.exp(-0.6)) - log_z + 1e-3 * lp if key == "a" else None
+                for key, lp in zip(VOTE_KEYS, VOTE_LP.tolist())]
+    assert fused[0].item() == pytest.approx(expected[0], abs=1e-6) and fused[2].item() == pytest.approx(expected[2], abs=1e-6)
+    # The fixed fallback rule gives the ranker weight 0: loud ranker scores change nothing.
+    loud = torch.tensor([5.0, 9.0, -3.0, 0.0, 7.0])
+    assert int(fuse(loud, WEIGHTED_VOTE_RULE, VOTE_LP, VOTE_KEYS).argmax()) == 2
+    with pytest.raises(ValueError, match="log-prob-weighted vote .*pass mean_logprob"):
+        fuse(zeros, {"weighted_vote": 1.0}, vote_keys=VOTE_KEYS)
+    with pytest.raises(ValueError, match="log-prob-weighted vote .*pass vote_keys"):
+        fuse(zeros, {"weighted_vote": 1.0}, VOTE_LP)
+    with pytest.raises(ValueError, match="3 vote_keys for 5"):
+        fuse(zeros, {"weighted_vote": 1.0}, VOTE_LP, ["a", "b", "c"])
+
+
+def test_card_weights_must_name_known_signals():
+    weights = {"weights": [{"ranker": 1.0, "mean_logprob": 0.5, "weighted_vote": 2.0}], "global_weights": None, "fallback": None}
+    assert Fusion.from_dict(weights).weights == [{"ranker": 1.0, "mean_logprob": 0.5, "weighted_vote": 2.0}]
+    with pytest.raises(ValueError, match="votes"):
+        Fusion.from_dict({"weights": [{"ranker": 1.0, "votes": 1.0}]})
 
 
 def test_fit_weights_uses_an_informative_logprob():
@@ -132,6 +217,8 @@ def test_fusion_signals_limit_what_is_fused(weak_features):
     queries = _with_signals(weak_features)
     ranker = LanguageRanker(kind="list", epochs=3, fusion_signals=["mean_logprob"]).fit(queries)
     assert set(ranker.fusion_weights) == {"ranker", "mean_logprob"} and ranker.fusion_config_.signals == ("mean_logprob",)
+    # The weighted-vote fallback reads answer keys, which these signals never ask for: it is not a candidate.
+    assert "weighted_vote" not in ranker.fusion_report_["fallback"].get("fallback_candidates", {})
     q = queries[0]
     assert ranker.score(q.instruction, q.responses, q.mean_logprob).shape == (8,)  # no answer keys needed
     with pytest.raises(ValueError, match="fusion_signals"):
