@@ -234,7 +234,7 @@ class Handlers:
         return f"**{mine}** labels from you · {total} in total"
 
     def _after_label(self, caller, request_id: str, label_id: str, chosen: int | None, what: str):
-        order, blind = self.service.shown(request_id)
+        order, blind = self.service.shown(request_id, caller.annotator)
         rows = stored_rows(self.service.labels.get_request(request_id), order)
         status = f"Saved: {what} (label {label_id[:8]})." + (" Scores revealed below." if blind else "")
         return status, self.count_line(caller), render_table(rows, False, _disagree(rows), chosen)

@@ -255,7 +255,8 @@ class RankerService:
         self._job_setup: dict = {}
         self._live: dict[str, tuple[str, LanguageRanker]] = {}  # profile -> (current version, its ranker)
         self._versions: OrderedDict[tuple[str, str], LanguageRanker] = OrderedDict()
-        self._shown: OrderedDict[str, tuple[list[int], bool, str]] = OrderedDict()  # request -> (order, blind, profile)
+        # request id (or (request id, reviewer)) -> (order, blind, profile)
+        self._shown: OrderedDict[str | tuple[str, str], tuple[list[int], bool, str]] = OrderedDict()
         self.bootstrap_state = ""
         self._agreement: tuple | None = None  # ((profile, store revision), agreement dict)
         self.backup = None
@@ -446,18 +447,22 @@ class RankerService:
         self.labels.set_rm_scores(generation.request_id, generation.result.rm_scores.tolist())
         return generation
 
-    def _remember(self, request_id: str, order: list[int], blind: bool, profile: str) -> None:
+    def _remember(self, key: str | tuple[str, str], order: list[int], blind: bool, profile: str) -> None:
+        """key: the request id (the order its generator was shown), or (request id, annotator) for a reviewer's own order."""
         with self._lock:
-            self._shown[request_id] = (order, blind, profile)
+            self._shown[key] = (order, blind, profile)
             while len(self._shown) > SHOWN_REQUESTS:
                 self._shown.popitem(last=False)
 
-    def shown(self, request_id: str) -> tuple[list[int], bool]:
-        """(display order, blind) of a request: as shown, or after a restart the stored ranker order."""
-        return self._shown_request(self._check_request_id(request_id))[:2]
+    def shown(self, request_id: str, annotator: str | None = None) -> tuple[list[int], bool]:
+        """(display order, blind) of a request as `annotator` was shown it: a reviewer's own shuffle, else
+        the order of the generation, or after a restart the stored ranker order."""
+        return self._shown_request(self._check_request_id(request_id), annotator)[:2]
 
-    def _shown_request(self, request_id: str) -> tuple[list[int], bool, str]:
+    def _shown_request(self, request_id: str, annotator: str | None = None) -> tuple[list[int], bool, str]:
         with self._lock:
+            if annotator is not None and (request_id, annotator) in self._shown:
+                return self._shown[(request_id, annotator)]
             if request_id in self._shown:
                 return self._shown[request_id]
         stored = self.labels.get_request(request_id)  # ValueError for an unknown id
@@ -494,7 +499,7 @@ class RankerService:
         request_id = self._check_request_id(request_id)
         if isinstance(choice, bool) or not isinstance(choice, (str, int)) or len(str(choice)) > 16:
             raise ValueError(f"choice must be a candidate index or one of {CHOICE_WORDS}, got {str(choice)[:40]!r}")
-        order, blind, profile = self._shown_request(request_id)
+        order, blind, profile = self._shown_request(request_id, caller.annotator)
         if client_key is None or self.labels.label_for_key(caller.annotator, client_key) is None:
             self._hit(self._label_rates, caller)  # a retry of a stored label is not a new label
         label_id = self.labels.add_label(request_id, choice, caller.annotator, order_shown=order, blind=blind,
@@ -508,7 +513,7 @@ class RankerService:
 
     def pick_position(self, caller: Caller, request_id, position, client_key: str | None = None) -> tuple[str, int]:
         """The candidate at display position `position` (1-based) is the best: (label id, candidate index)."""
-        order, _ = self.shown(request_id)
+        order, _ = self.shown(request_id, caller.annotator)
         if isinstance(position, bool) or not isinstance(position, (int, float)) or not float(position).is_integer():
             raise ValueError(f"position must be a whole number, got {position!r}")
         if not 1 <= int(position) <= len(order):
@@ -527,7 +532,7 @@ class RankerService:
         pick of this request is kept (a newer label replaces the older one), else it is a graded skip.
         """
         request_id = self._check_request_id(request_id)
-        order, _ = self.shown(request_id)
+        order, _ = self.shown(request_id, caller.annotator)
         ranking = parse_ranking(ranking_text, len(order))
         grades, scale = parse_grades(grades_text, len(order))
         if ranking is None and grades is None:
@@ -558,7 +563,7 @@ class RankerService:
         stored = self.labels.get_request(found[0])
         result = stored_result(stored)
         order = random.sample(range(result.num_candidates), result.num_candidates)
-        self._remember(found[0], order, True, stored.get("profile") or DEFAULT_PROFILE)
+        self._remember((found[0], caller.annotator), order, True, stored.get("profile") or DEFAULT_PROFILE)  # theirs alone
         return Generation(found[0], result, order, True, stored.get("ranker_version") or LATEST, None, 0)
 
     def agreement(self, profile: str | None = None) -> dict:

@@ -73,7 +73,7 @@ def test_a_full_ranking_and_grades_typed_with_the_keyboard_are_stored_as_candida
     box.press("Enter")
     expect(page.locator("#rank-label-status")).to_contain_text("Saved: ranking and grades", timeout=30_000)
     latest = service.labels.labels_frame(include_undone=False).sort_values("created").iloc[-1]
-    order, _ = service.shown(latest.request_id)  # order[p]: the candidate shown at position p + 1
+    order, _ = service.shown(latest.request_id, latest.annotator)  # order[p]: the candidate shown at position p + 1
     assert latest.prompt == "Name a colour." and list(latest.order_shown) == order
     assert list(latest.ranking) == [order[1], order[0], *order[2:]] and latest.choice == str(order[1])
     assert latest.grades == {order[0]: 5, order[1]: 4, order[7]: 1} and latest.grade_scale == "stars"

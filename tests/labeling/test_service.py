@@ -385,6 +385,12 @@ def test_another_annotator_is_served_labelled_requests_blind_until_the_overlap(t
     assert served.request_id == first.request_id and served.blind  # oldest first, blind
     assert sorted(served.order) == [0, 1] and served.result.texts == first.result.texts
     assert [r.keys() for r in served.rows()] == [{"position", "candidate", "text"}] * 2  # no scores shown
+    # The reviewer's shuffle is theirs alone: positions of the generator's view still map through the generator's order.
+    assert service.shown(first.request_id, bob.annotator)[0] == served.order
+    assert service.shown(first.request_id, alice.annotator)[0] == first.order
+    _, candidate = service.pick_position(alice, first.request_id, 1)
+    assert candidate == first.order[0]
+    service.label(alice, first.request_id, "0")  # her pick again, for the agreement below
     assert service.next_to_review(alice) is None  # she labelled both
     service.label(bob, first.request_id, "0")
     assert service.next_to_review(bob).request_id == second.request_id  # bob judged the first already
