@@ -34,6 +34,17 @@ def synthetic_queries(num_queries: int, seed: int = 0, marker: float = 6.0, nois
     So similarity to the instruction tells nothing (an untrained ranker is at chance, 1/6) and
     a ranker trained on correct picks learns g; one trained on random picks cannot.
     """
+    def one_hot(gen: torch.Generator) -> torch.Tensor:
+        labels = torch.zeros(CANDIDATES)
+        labels[int(torch.randint(CANDIDATES, (1,), generator=gen))] = 1.0
+        return labels
+
+    return queries_along_g(num_queries, one_hot, "synthetic", seed, marker, noise)
+
+
+def queries_along_g(num_queries: int, draw_labels, name: str, seed: int = 0, marker: float = 6.0,
+                    noise: float = 1.0) -> list[RankingQuery]:
+    """As `synthetic_queries`, with labels (CANDIDATES,) from draw_labels(gen): r_k carries marker * label_k * g."""
     gen = torch.Generator().manual_seed(seed)
     offset = 2.0 * torch.randn(HIDDEN, generator=gen)
     g = torch.randn(HIDDEN, generator=gen)
@@ -41,12 +52,10 @@ def synthetic_queries(num_queries: int, seed: int = 0, marker: float = 6.0, nois
     queries = []
     for n in range(num_queries):
         t = torch.randn(HIDDEN, generator=gen)
-        correct = int(torch.randint(CANDIDATES, (1,), generator=gen))
-        labels = torch.zeros(CANDIDATES)
-        labels[correct] = 1.0
+        labels = draw_labels(gen)
         instruction = offset + 3 * t + noise * torch.randn(HIDDEN, generator=gen)
         responses = offset + 3 * t + marker * labels[:, None] * g + noise * torch.randn(CANDIDATES, HIDDEN, generator=gen)
-        queries.append(RankingQuery(instruction, responses, labels, f"synthetic-{n}"))
+        queries.append(RankingQuery(instruction, responses, labels, f"{name}-{n}"))
     return queries
 
 

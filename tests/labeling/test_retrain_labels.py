@@ -14,7 +14,7 @@ from labeling.registry import RankerRegistry
 from labeling.retrain import RetrainConfig, retrain_once
 from ranker.rankers.preferences import Preference, judgement_pairs, preference_to_queries, preferences_to_queries
 from ranker.rankers.training_groups import RankingQuery
-from tests.labeling.synthetic import CANDIDATES, FAST, HIDDEN, record
+from tests.labeling.synthetic import CANDIDATES, FAST, HIDDEN, queries_along_g, record
 
 # Quick fits: two cross-fitting folds for the out-of-fold calibration of binary rankers.
 HYPERPARAMS = {**FAST, "fusion_folds": 2}
@@ -28,18 +28,10 @@ def levelled_queries(num_queries: int, seed: int = 0, marker: float = 6.0, noise
     As `tests.labeling.synthetic.synthetic_queries`, but r_k carries marker * level_k * g, so every
     candidate's level (not only the best one's) is readable from the features.
     """
-    gen = torch.Generator().manual_seed(seed)
-    offset = 2.0 * torch.randn(HIDDEN, generator=gen)
-    g = torch.randn(HIDDEN, generator=gen)
-    g = g / g.norm() * HIDDEN**0.5 * 0.25
-    queries = []
-    for n in range(num_queries):
-        t = torch.randn(HIDDEN, generator=gen)
-        level = torch.randperm(CANDIDATES, generator=gen).float() / (CANDIDATES - 1)  # (K,)
-        instruction = offset + 3 * t + noise * torch.randn(HIDDEN, generator=gen)
-        responses = offset + 3 * t + marker * level[:, None] * g + noise * torch.randn(CANDIDATES, HIDDEN, generator=gen)
-        queries.append(RankingQuery(instruction, responses, level, f"levelled-{n}"))
-    return queries
+    def levels(gen: torch.Generator) -> torch.Tensor:
+        return torch.randperm(CANDIDATES, generator=gen).float() / (CANDIDATES - 1)
+
+    return queries_along_g(num_queries, levels, "levelled", seed, marker, noise)
 
 
 @pytest.fixture(scope="module")
