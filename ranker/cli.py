@@ -227,7 +227,7 @@ def cmd_train(args) -> None:
     if val_store is not None:
         scores = ranker.score_store(val_store)
         accuracy = evaluate_selection(val_store, {"ranker": subset_scorer(ranker, val_store)})
-        quality = correctness_metrics(ranker.probability_correct(scores), scores, val_store.labels())
+        quality = correctness_metrics(ranker.probability_store(val_store, scores=scores), scores, val_store.labels())
         ranker.record_metrics(val_accuracy=accuracy, val_auroc=quality["auroc"], val_ece=quality["ece"])
         message += (f"; held-out best-of-{val_store.num_candidates} {accuracy['ranker']:.1%} (first sample "
                     f"{accuracy['first']:.1%}, oracle {accuracy['oracle']:.1%}), AUROC {quality['auroc']:.3f}")

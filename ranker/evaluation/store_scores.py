@@ -1,7 +1,8 @@
 """Score a feature store's candidates with fitted rankers, and how good those scores are.
 
 This stage knows no ranker class: a ranker here is anything with `score_store(store, index=None)`
--> (P, n) scores and `probability_correct(scores)` -> P(correct) (`ranker.rankers.estimator.LanguageRanker`),
+-> (P, n) scores and `probability_store(store, index=None, scores=None)` -> (P, n) P(correct)
+(`ranker.rankers.estimator.LanguageRanker`),
 and a reward model anything with `score_store(store)` -> (P, N) (`ranker.reward`).
 """
 
@@ -29,7 +30,7 @@ def subset_scorer(ranker, store: FeatureStore) -> Callable[[np.ndarray], torch.T
 def subset_probability(ranker, store: FeatureStore) -> Callable[[np.ndarray], torch.Tensor]:
     """Like `subset_scorer`, but the calibrated P(correct) of each drawn candidate: the weights of a
     confidence-weighted majority vote (`evaluate_selection(..., vote_weights=...)`)."""
-    return lambda index: ranker.probability_correct(ranker.score_store(store, index))
+    return lambda index: ranker.probability_store(store, index)
 
 
 def correctness_metrics(probabilities: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -58,7 +59,8 @@ def evaluate_store(store: FeatureStore, rankers: dict, n: int | None = None, dra
     result = {"accuracy": accuracy, "correctness": {}}
     labels = store.labels()
     for name, ranker in rankers.items():
-        result["correctness"][name] = correctness_metrics(ranker.probability_correct(scores[name]), scores[name], labels)
+        probabilities = ranker.probability_store(store, scores=scores[name])
+        result["correctness"][name] = correctness_metrics(probabilities, scores[name], labels)
     for name, value in rm_scores.items():
         result["correctness"][name] = correctness_metrics(torch.sigmoid(value), value, labels)
     return result

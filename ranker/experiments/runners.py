@@ -133,7 +133,7 @@ def leave_one_family_out(train: FeatureStore, test: FeatureStore, layer: int, se
 
 def _probabilities(ranker: LanguageRanker, store: FeatureStore) -> tuple:
     """(P(correct), label) of every candidate of the store, flat."""
-    return ranker.probability_correct(ranker.score_store(store)).flatten(), store.labels().flatten().float()
+    return ranker.probability_store(store).flatten(), store.labels().flatten().float()
 
 
 def scaling_law(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int],
@@ -231,7 +231,7 @@ def ship_default_rankers(train: FeatureStore, test: FeatureStore, layer: int, ou
         ranker = train_on_store(train, layer, kind=kind, seed=0)
         scores = ranker.score_store(test)  # all N candidates at once, for AUROC and ECE
         accuracy = _accuracy(test, {"ranker": ranker}, seed=0)
-        quality = correctness_metrics(ranker.probability_correct(scores), scores, test.labels())
+        quality = correctness_metrics(ranker.probability_store(test, scores=scores), scores, test.labels())
         n = min(MAIN_N, test.num_candidates)
         ranker.record_metrics(held_out={"prompts": len(test.problems), "n": n, "accuracy": accuracy, **quality})
         path = Path(out_dir) / f"default-{kind}"

@@ -13,6 +13,20 @@ Which scores the fit sees is the calibration's `source`, recorded in the card:
 - "training": the fitted ranker's own (fused) scores on its training candidates. In-sample scores
   are more confident than the ranker is on new data; it is used only when there are too few
   queries to cross-fit, or when asked for.
+
+**By regime.** A ranker with a fallback (ranker.rankers.fallback) scores an instruction far from
+its training data with other weights: its scores there are on the fallback rule's scale (e.g. the
+log share of a weighted vote), not the fused ranker's. One (a, b) fitted where the fallback hardly
+applies would then be wrong exactly on the prompts that are least like the training data. So
+such a ranker gets a second pair, fitted where the fallback applies, and an instruction's pair is
+the same blend as its weights, by its share s of the fallback (0 near the data, 1 far away):
+
+    P(correct) = sigmoid(((1 - s) a + s far_a) * score + (1 - s) b + s far_b)
+
+All four are one logistic fit (`fit_platt_by_regime`) over the in-domain and out-of-domain
+examples that chose the fallback (the cross-fitting folds, and instruction clusters scored by
+rankers trained without them), each example with its own share: the same stand-in for an unseen
+task family that the fallback's rule was chosen on. Its source is "out_of_fold" too.
 """
 
 from __future__ import annotations
@@ -29,23 +43,42 @@ CALIBRATION_SOURCES = ("training", "out_of_fold")  # where the calibrated scores
 
 @dataclass(frozen=True)
 class PlattCalibration(CardEntry):
-    """P(correct) = sigmoid(a * score + b), fitted on scores from `source`."""
+    """P(correct) = sigmoid(a * score + b), fitted on scores from `source`; by regime when far_a/far_b are set."""
 
     a: float
     b: float
     source: str = "training"  # one of CALIBRATION_SOURCES
+    far_a: float | None = None  # the fallback regime's slope and intercept (module docstring); None: one regime
+    far_b: float | None = None
 
     def __post_init__(self) -> None:
         if self.source not in CALIBRATION_SOURCES:
             raise ValueError(f"calibration source must be one of {CALIBRATION_SOURCES}, got {self.source!r}")
-        for name in ("a", "b"):
+        if (self.far_a is None) != (self.far_b is None):
+            raise ValueError(f"Platt far_a and far_b are set together or not at all, got {self.far_a!r} and {self.far_b!r}")
+        for name in ("a", "b") + (("far_a", "far_b") if self.by_regime else ()):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
                 raise ValueError(f"Platt {name} must be a finite number, got {value!r}")
 
-    def __call__(self, scores: Tensor) -> Tensor:
-        """Calibrated P(correct) of `scores` (any shape), same shape and dtype."""
-        return torch.sigmoid(self.a * scores + self.b)
+    @property
+    def by_regime(self) -> bool:
+        """True when P(correct) also depends on the instruction's share of the fallback."""
+        return self.far_a is not None
+
+    def __call__(self, scores: Tensor, shares: Tensor | float | None = None) -> Tensor:
+        """Calibrated P(correct) of `scores` (any shape), same shape and dtype.
+
+        shares: the fallback's share of each score's instruction in [0, 1], broadcastable to `scores`
+        (e.g. (P, 1) for (P, n) scores); needed by a calibration by regime, ignored otherwise.
+        """
+        if not self.by_regime:
+            return torch.sigmoid(self.a * scores + self.b)
+        if shares is None:
+            raise ValueError("this calibration is by regime: P(correct) needs the fallback's share of each instruction")
+        shares = torch.as_tensor(shares, dtype=scores.dtype, device=scores.device)
+        slope = (1 - shares) * self.a + shares * self.far_a
+        return torch.sigmoid(slope * scores + (1 - shares) * self.b + shares * self.far_b)
 
 
 def fit_platt(scores: Tensor, labels: Tensor, steps: int = 200) -> tuple[float, float]:
@@ -57,18 +90,49 @@ def fit_platt(scores: Tensor, labels: Tensor, steps: int = 200) -> tuple[float, 
     if scores.shape != labels.shape or scores.numel() == 0:
         raise ValueError(f"need one label per score and at least one score, "
                          f"got {scores.numel()} scores and {labels.numel()} labels")
-    a = torch.ones((), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([a, b], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+    a, b = _logistic_fit(torch.stack([scores, torch.ones_like(scores)], dim=1), labels, [1.0, 0.0], steps)
+    return a, b
+
+
+# A regime is fitted only with at least this much weight of examples in it (the sum of their shares,
+# or of 1 - share): below it, its slope and intercept would follow a handful of candidates.
+MIN_REGIME_WEIGHT = 32.0
+
+
+def fit_platt_by_regime(scores: Tensor, shares: Tensor, labels: Tensor, steps: int = 200) -> tuple[float, float, float, float]:
+    """(a, b, far_a, far_b) minimising the BCE of the blended calibration (module docstring). (M,) x 3 -> floats.
+
+    shares: each example's share of the fallback, in [0, 1]. ValueError when either regime holds
+    less than MIN_REGIME_WEIGHT of the examples' weight (it could not be fitted).
+    """
+    scores, shares, labels = scores.flatten().double(), shares.flatten().double(), labels.flatten().double()
+    if not scores.shape == shares.shape == labels.shape or scores.numel() == 0:
+        raise ValueError(f"need one share and one label per score and at least one score, got {scores.numel()} "
+                         f"scores, {shares.numel()} shares and {labels.numel()} labels")
+    if not bool(((shares >= 0) & (shares <= 1)).all()):
+        raise ValueError("fallback shares must lie in [0, 1]")
+    near_weight, far_weight = float((1 - shares).sum()), float(shares.sum())
+    if min(near_weight, far_weight) < MIN_REGIME_WEIGHT:
+        raise ValueError(f"each regime needs a weight of at least {MIN_REGIME_WEIGHT:g} examples, "
+                         f"got {near_weight:.1f} near and {far_weight:.1f} far")
+    features = torch.stack([(1 - shares) * scores, 1 - shares, shares * scores, shares], dim=1)
+    a, b, far_a, far_b = _logistic_fit(features, labels, [1.0, 0.0, 1.0, 0.0], steps)
+    return a, b, far_a, far_b
+
+
+def _logistic_fit(features: Tensor, labels: Tensor, start: list[float], steps: int) -> list[float]:
+    """Weights w (F,) minimising the BCE of sigmoid(features (M, F) @ w) against labels (M,); float64 L-BFGS from `start`."""
+    weights = torch.tensor(start, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(a * scores + b, labels)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(features @ weights, labels)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return float(a.detach()), float(b.detach())
+    return weights.detach().tolist()
 
 
 def fit_calibration(scores: Tensor, labels: Tensor, source: str = "training") -> PlattCalibration:
@@ -77,3 +141,9 @@ def fit_calibration(scores: Tensor, labels: Tensor, source: str = "training") ->
         raise ValueError(f"calibration source must be one of {CALIBRATION_SOURCES}, got {source!r}")
     a, b = fit_platt(scores, labels)
     return PlattCalibration(a, b, source)
+
+
+def fit_calibration_by_regime(scores: Tensor, shares: Tensor, labels: Tensor) -> PlattCalibration:
+    """The out-of-fold calibration by regime of `scores` (M,) with the fallback's `shares` (M,) against `labels` (M,)."""
+    a, b, far_a, far_b = fit_platt_by_regime(scores, shares, labels)
+    return PlattCalibration(a, b, "out_of_fold", far_a, far_b)

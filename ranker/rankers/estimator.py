@@ -2,7 +2,7 @@
 
     ranker = LanguageRanker(kind="list", epochs=5).fit(train_queries, val_queries, fingerprint=fp, calibrate=True)
     best = ranker.select(instruction, responses)          # index of the best candidate
-    ranker.probability_correct(ranker.score(instruction, responses))   # calibrated P(correct) per candidate
+    ranker.probability_correct(ranker.score(instruction, responses), instruction)   # calibrated P(correct) per candidate
     ranker.save("rankers/math")
     ranker = LanguageRanker.load("rankers/math", expected_fingerprint=fp)
 
@@ -45,7 +45,11 @@ and the calibration's scoring then read the store prompt batch by prompt batch, 
 queries give (ranker.rankers.training, "Streaming").
 
 Calibration (`ranker.rankers.calibration`): `fit(..., calibrate=True)` fits Platt scaling on the
-(fused) scores from `calibration_source`; `probability_correct(scores)` applies it.
+(fused) scores from `calibration_source`; `probability_correct(scores, instructions)` applies it
+(`probability_store(store)` for a store's candidates). With a fallback the out-of-fold calibration is
+by regime: a second Platt pair is fitted on the fallback's in-domain and out-of-domain examples
+(each with its share of the fallback), and an instruction's pair is blended by its share, as its
+weights are; P(correct) then needs the instructions.
 
 `predict_proba(instruction, responses) -> (K,)`:
 - pointwise binary (kind="point", loss bce): sigmoid(s_k), each candidate's own probability of being
@@ -72,7 +76,13 @@ from ranker.capture.fingerprint import FeatureFingerprint
 from ranker.core.seeding import seeded
 from ranker.core.training_loop import TrainProgress, TrainResult
 from ranker.evaluation.metrics import RankingMetrics, best_candidates, ranking_metrics
-from ranker.rankers.calibration import CALIBRATION_SOURCES, PlattCalibration, fit_calibration
+from ranker.rankers.calibration import (
+    CALIBRATION_SOURCES,
+    MIN_REGIME_WEIGHT,
+    PlattCalibration,
+    fit_calibration,
+    fit_calibration_by_regime,
+)
 from ranker.rankers.checkpoint import RankerCard, load_checkpoint, save_checkpoint
 from ranker.rankers.clustering import kmeans, support_centroids
 from ranker.rankers.fallback import (
@@ -80,6 +90,7 @@ from ranker.rankers.fallback import (
     DistanceFallback,
     FallbackExamples,
     choose_fallback_weights,
+    ramp,
     support_distances,
 )
 from ranker.rankers.fusion import (
@@ -216,13 +227,14 @@ class LanguageRanker:
                 rule_signals = [{name: s[name] for name in rule_names} for s in every]
             del every
         fuse_signals = fusion_config.enabled and any(signals)
-        out_of_fold = None
+        out_of_fold, regimes = None, None
         if (fuse_signals or (calibrate and calibration_source == "out_of_fold")) and len(queries) >= 2 * fusion_config.folds:
-            self.fusion_, self.fusion_report_, out_of_fold = self._cross_fit(queries, signals, ranker_config, train_config,
-                                                                            fusion_config, fuse_signals, rule_signals)
+            self.fusion_, self.fusion_report_, out_of_fold, regimes = self._cross_fit(
+                queries, signals, ranker_config, train_config, fusion_config, fuse_signals, rule_signals)
         self.calibration_: PlattCalibration | None = None
         if calibrate:
-            self.calibration_ = self._fit_calibration(queries, out_of_fold if calibration_source == "out_of_fold" else None)
+            by_source = calibration_source == "out_of_fold"
+            self.calibration_ = self._fit_calibration(queries, out_of_fold if by_source else None, regimes if by_source else None)
         self.fit_seconds_ = time.perf_counter() - start
         result = self.train_result_
         self.training_data_ = {**(training_data or {}), **result.data_summary}
@@ -232,13 +244,15 @@ class LanguageRanker:
 
     def _cross_fit(self, queries, signals, ranker_config: RankerConfig, train_config: TrainConfig,
                    fusion_config: FusionConfig, fuse_signals: bool,
-                   rule_signals: list[dict[str, Tensor]] | None = None) -> tuple[Fusion, dict | None, list[Tensor]]:
+                   rule_signals: list[dict[str, Tensor]] | None = None
+                   ) -> tuple[Fusion, dict | None, list[Tensor], tuple[list[Tensor], Tensor, list[Tensor]] | None]:
         """Out-of-fold scores from `fusion_config.folds` rankers; from them the fusion weights (when
         `fuse_signals`) and its fallback (ranker.rankers.fusion, ranker.rankers.fallback).
 
         rule_signals: per query, the signals WEIGHTED_VOTE_RULE reads, or None when that fallback
         candidate is not offered. Returns (fusion, its report, the out-of-fold scores fused with the
-        fitted fusion: one (K_q,) per query).
+        fitted fusion: one (K_q,) per query, the fallback's calibration examples or None: see
+        `_regime_examples`).
         """
         parts = fold_indices(len(queries), fusion_config.folds, train_config.seed)
         oof: list[Tensor | None] = [None] * len(queries)
@@ -246,36 +260,38 @@ class LanguageRanker:
             for i, scores in zip(held, self._train_and_score(queries, _rest(len(queries), held), held, ranker_config, train_config)):
                 oof[i] = scores
         labels, instructions = self._labels_and_instructions(queries)
-        fusion, report = Fusion([dict(RANKER_ONLY)]), None
+        fusion, report, regimes = Fusion([dict(RANKER_ONLY)]), None, None
         if fuse_signals:
             fusion, report = fit_fusion(oof, signals, labels, instructions, l2=fusion_config.l2,
                                         clusters=fusion_config.clusters, seed=train_config.seed)
             if fusion_config.fallback and len(queries) >= fusion_config.domains * MIN_CLUSTER_QUERIES:
-                fusion.fallback, report["fallback"] = self._fit_fallback(queries, signals, oof, parts, labels, instructions,
-                                                                         fusion, ranker_config, train_config, fusion_config,
-                                                                         rule_signals)
+                fusion.fallback, report["fallback"], regimes = self._fit_fallback(
+                    queries, signals, oof, parts, labels, instructions, fusion, ranker_config, train_config, fusion_config,
+                    rule_signals)
         if not fuse_signals:  # ranker-only: the raw scores are the fused ones (no float64 copy of every row)
-            return fusion, report, oof
+            return fusion, report, oof, None
         if fusion.fallback is not None and rule_signals is not None:  # the fallback's weights may read the weighted vote
             signals = [{**s, **r} for s, r in zip(signals, rule_signals)]
         fused = [combine(fusion.weights_for(instructions[i]), oof[i], signals[i]).float() for i in range(len(queries))]
-        return fusion, report, fused
+        return fusion, report, fused, regimes
 
     def _fit_fallback(self, queries, signals, oof, parts, labels, instructions, fusion: Fusion, ranker_config: RankerConfig,
                       train_config: TrainConfig, fusion_config: FusionConfig,
-                      rule_signals: list[dict[str, Tensor]] | None = None) -> tuple[DistanceFallback | None, dict]:
+                      rule_signals: list[dict[str, Tensor]] | None = None
+                      ) -> tuple[DistanceFallback | None, dict, tuple[list[Tensor], Tensor, list[Tensor]] | None]:
         """The free-signal fallback, its weights and its rule, chosen on held-out folds and held-out instruction
         clusters (ranker.rankers.fallback); None when the best rule never falls back or no candidate weights exist.
 
         The candidates are the free weights fitted on `signals` ("fitted") and, when `rule_signals` is given
         (per query, the signals it reads), WEIGHTED_VOTE_RULE ("weighted_vote"). The out-of-domain rankers are
-        trained once and score every candidate.
+        trained once and score every candidate. Returns (fallback, report, the kept fallback's calibration
+        examples or None: `_regime_examples`).
         """
         Q, seed, l2 = len(queries), train_config.seed, fusion_config.l2
         pick = lambda values, index: [values[i] for i in index]  # noqa: E731
         free, _ = fit_weights(oof, signals, labels, l2, use_ranker=False)
         if not free and rule_signals is None:
-            return None, {"kept": False, "why": "no free signal varies within the training queries"}
+            return None, {"kept": False, "why": "no free signal varies within the training queries"}, None
         # In domain: the cross-fitting folds, each measured against support centroids of the other folds.
         in_distances = torch.zeros(Q)
         for held in parts:
@@ -300,7 +316,7 @@ class LanguageRanker:
             fitted_free += [free_rest or free] * len(held)
             distances.append(support_distances(instructions[held], support_centroids(instructions[rest], seed)))
         if not distances:  # the instructions form one cluster (e.g. all alike): nothing to hold out
-            return None, {"kept": False, "why": "the training instructions form a single cluster"}
+            return None, {"kept": False, "why": "the training instructions form a single cluster"}, None
         out_distances, out_labels = torch.cat(distances), pick(labels, held_order)
         out_rows = list(zip(held_order, raw_scores))  # (query, its out-of-domain raw scores)
         candidates, weights_of = {}, {}
@@ -321,9 +337,9 @@ class LanguageRanker:
                                                  **{k: r["chosen"][k] for k in ("pooled", "in_domain", "out_of_domain")}}
                                           for name, r in reports.items()}}
         if report["near"] == float("inf"):
-            return None, {**report, "kept": False}
-        return DistanceFallback(weights_of[choice], support_centroids(instructions, seed), report["near"], report["far"]), \
-            {**report, "kept": True}
+            return None, {**report, "kept": False}, None
+        fallback = DistanceFallback(weights_of[choice], support_centroids(instructions, seed), report["near"], report["far"])
+        return fallback, {**report, "kept": True}, _regime_examples(candidates[choice], fallback.near, fallback.far)
 
     def _train_and_score(self, queries, train_index: list[int], score_index: list[int], ranker_config: RankerConfig,
                          train_config: TrainConfig) -> list[Tensor]:
@@ -343,9 +359,18 @@ class LanguageRanker:
             return queries.label_rows(), queries.instructions.float().cpu()
         return [q.labels.float().cpu() for q in queries], torch.stack([q.instruction.float().cpu() for q in queries])
 
-    def _fit_calibration(self, queries: Sequence[QueryLike] | StorePool, out_of_fold: list[Tensor] | None) -> PlattCalibration:
-        """Platt scaling on `out_of_fold` (fused) scores, or, when None (source "training" asked for, or too
-        few queries to cross-fit), on the fitted ranker's own scores of its training candidates."""
+    def _fit_calibration(self, queries: Sequence[QueryLike] | StorePool, out_of_fold: list[Tensor] | None,
+                         regimes: tuple[list[Tensor], Tensor, list[Tensor]] | None = None) -> PlattCalibration:
+        """Platt scaling by regime on the fallback's examples `regimes` (ranker.rankers.calibration) when
+        both regimes have enough of them; else on `out_of_fold` (fused) scores; or, when that is None too
+        (source "training" asked for, or too few queries to cross-fit), on the fitted ranker's own scores of
+        its training candidates."""
+        if regimes is not None:
+            scores, shares, labels = regimes
+            sizes = torch.tensor([len(s) for s in scores])
+            weights = shares.double().repeat_interleave(sizes)
+            if min(float(weights.sum()), float((1 - weights).sum())) >= MIN_REGIME_WEIGHT:
+                return fit_calibration_by_regime(torch.cat(scores), weights, torch.cat(labels))
         labels = queries.labels if isinstance(queries, StorePool) else torch.cat([q.labels.float().cpu() for q in queries])
         if out_of_fold is not None:
             return fit_calibration(torch.cat(out_of_fold), labels, "out_of_fold")
@@ -423,16 +448,48 @@ class LanguageRanker:
             return torch.softmax(scores, dim=0)
         raise ValueError(f"predict_proba is not meaningful for loss {loss!r}: scores are regressed labels; use score()")
 
-    def probability_correct(self, scores: Tensor) -> Tensor:
-        """Calibrated P(correct) of this ranker's (fused) scores, any shape -> the same shape.
+    def probability_correct(self, scores: Tensor, instructions: Tensor | None = None) -> Tensor:
+        """Calibrated P(correct) of this ranker's (fused) scores, the same shape.
 
-        Uses `calibration_`; ValueError for a ranker fitted without calibrate=True.
+        scores: (K,) candidates of one instruction (H,), or (P, n) of P instructions (P, H).
+        instructions: the scores' instructions; needed when the calibration is by regime (a ranker with
+        a fallback: P(correct) depends on how far the instruction is from the training data,
+        ranker.rankers.calibration), ignored otherwise. Uses `calibration_`; ValueError for a ranker
+        fitted without calibrate=True.
         """
         self._check_fitted()
         if not self.calibrated:
             raise ValueError("this ranker has no calibration: fit it with calibrate=True "
                              "(ranker.rankers.store_training.train_on_store does)")
-        return self.calibration_(torch.as_tensor(scores))
+        scores = torch.as_tensor(scores)
+        if not self.calibration_.by_regime:
+            return self.calibration_(scores)
+        if instructions is None:
+            raise ValueError("this ranker's P(correct) depends on each instruction's distance to its training data "
+                             "(calibration by regime): pass the scores' instructions")
+        return self.calibration_(scores, self._fallback_shares(torch.as_tensor(instructions), scores))
+
+    def _fallback_shares(self, instructions: Tensor, scores: Tensor) -> Tensor:
+        """The fallback's share of each instruction ((H,) -> (), (P, H) -> (P, 1, ...)), broadcastable to `scores`."""
+        fallback = self.fusion.fallback
+        if instructions.dim() not in (1, 2) or instructions.shape[-1] != self.n_features_in_:
+            raise ValueError(f"instructions must be (H,) or (P, H) with H = {self.n_features_in_}, "
+                             f"got {tuple(instructions.shape)}")
+        if instructions.dim() == 2 and (scores.dim() == 0 or scores.shape[0] != instructions.shape[0]):
+            raise ValueError(f"{instructions.shape[0]} instructions for scores of shape {tuple(scores.shape)}: "
+                             "need one instruction per row of scores")
+        if fallback is None:  # a calibration by regime without its fallback: every instruction is near
+            return torch.zeros(instructions.shape[:-1] + (1,) * (scores.dim() - instructions.dim() + 1))
+        shares = ramp(support_distances(instructions.reshape(-1, instructions.shape[-1]).cpu(), fallback.support),
+                      fallback.near, fallback.far).float()
+        return shares.reshape(instructions.shape[:-1] + (1,) * (scores.dim() - instructions.dim() + 1))
+
+    def probability_store(self, store: FeatureStore, index=None, scores: Tensor | None = None) -> Tensor:
+        """(P, n) calibrated P(correct) of a store's candidates: `score_store(store, index)`, or the given
+        (P, n) `scores` of them, with the store's instructions at the ranker's layer."""
+        scores = self.score_store(store, index) if scores is None else torch.as_tensor(scores)
+        layer = self.fingerprint_.layer if self.fingerprint_ is not None else None
+        return self.probability_correct(scores, store.features(layer)[0].float())
 
     def score_queries(self, queries: Sequence[QueryLike] | StorePool) -> list[Tensor]:
         """`score` for many queries at once (batched): a list of (K_q,) tensors (fused, as `score`).
@@ -503,3 +560,19 @@ def _rest(count: int, held: Sequence[int]) -> list[int]:
     """range(count) without `held`, in order."""
     held = set(held)
     return [i for i in range(count) if i not in held]
+
+
+def _regime_examples(examples: tuple[FallbackExamples, FallbackExamples], near: float,
+                     far: float) -> tuple[list[Tensor], Tensor, list[Tensor]]:
+    """What the calibration by regime is fitted on: the chosen candidate's in-domain and out-of-domain
+    examples, each query scored as the fallback (near, far) would score it, with its share.
+
+    Returns (scores: one (K_q,) per example, shares (E,), labels: one (K_q,) per example).
+    """
+    scores, shares, labels = [], [], []
+    for part in examples:
+        part_shares = ramp(part.distances.double(), near, far)
+        scores += [((1 - s) * f.double() + s * g.double()).float() for s, f, g in zip(part_shares.tolist(), part.fused, part.free)]
+        shares.append(part_shares)
+        labels += [y.float() for y in part.labels]
+    return scores, torch.cat(shares), labels

@@ -126,7 +126,7 @@ def rank_prompt(base: BaseModel, prompt: str, sampling: SamplingConfig, ranker: 
         result.ranker_scores = ranker.score(result.instruction, result.responses, result.mean_logprob, result.vote_keys)
         timings["ranker_s"] = time.perf_counter() - start
         if ranker.calibrated:
-            result.probabilities = ranker.probability_correct(result.ranker_scores)
+            result.probabilities = ranker.probability_correct(result.ranker_scores, result.instruction)
     if rm is not None:
         score_with_rm(result, rm)
     return result

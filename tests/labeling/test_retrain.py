@@ -77,7 +77,7 @@ def test_learnable_labels_are_promoted_over_a_weak_ranker(tmp_path, data):
     # Calibrated P(correct), over queries on both sides of the (random, request-id hashed) split. The
     # calibration is fitted out of fold, so it is less sure than one fitted on the training candidates.
     assert loaded.calibration_.source == "out_of_fold"
-    probs = torch.cat([loaded.probability_correct(loaded.score(x.instruction, x.responses)) for x in data["to_label"][:20]])
+    probs = torch.cat([loaded.probability_correct(loaded.score(x.instruction, x.responses), x.instruction) for x in data["to_label"][:20]])
     labels = torch.cat([x.labels for x in data["to_label"][:20]])
     assert probs[labels == 1].mean().item() > probs[labels == 0].mean().item() + 0.3  # measured 0.49 vs 0.01
     entry = registry.history()[0]

@@ -106,7 +106,8 @@ def test_evaluate_store_adds_each_calibrated_rankers_weighted_vote():
                        mean_logprobs=[[-1, -2, -0.5, -3], [-0.1, -2, -3, -4]])
     scores = torch.tensor([[3.0, -3.0, -3.0, 0.0], [2.0, 0.0, 0.0, 0.0]])  # the ranker's top pick: candidate 0 of each
     ranker = SimpleNamespace(calibrated=True, score_store=lambda s, index=None: scores if index is None else scores[np.arange(2)[:, None], index],
-                             probability_correct=torch.sigmoid)
+                             probability_store=lambda s, index=None, scores=None: torch.sigmoid(
+                                 ranker.score_store(s, index) if scores is None else scores))
     result = evaluate_store(store, {"mine": ranker})
     assert result["accuracy"]["mine"] == pytest.approx(0.5)  # candidate 0: wrong, right
     # vote weighted by sigmoid(score): "5" = 0.95 beats "6" = 0.05 + 0.05 (wrong); "2" = 1.5 beats "1" = 0.88 (wrong)
