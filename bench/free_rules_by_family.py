@@ -1,0 +1,120 @@
+"""Could any fixed training-free rule pass issue 14's per-family test? The ceiling of the fallback.
+
+Out of its training families the fused ranker falls back to one fixed free-signal rule
+(ranker.rankers.fallback). Leave-one-family-out asks it to beat max mean log-prob, max
+self-certainty and DeepConf's best variant on average, and to lose to none of them by more than
+`--margin` points on any single left-out family. A free rule does not depend on the training
+families, so its accuracy on a left-out family's held-out prompts is its accuracy on that
+family's prompts here (training and held-out, as leave-one-family-out scores them). This script scores every free selector of
+`ranker.evaluation.selection` and the log-prob-weighted vote at several confidence temperatures
+beta (beta 0: majority vote with log-prob tie-breaks; large beta: max log-prob), per family, on
+the store, and the weighted vote plus m x mean log-prob (the fallback's rule with a
+larger log-prob weight), and prints for each rule its mean and the families where it loses by more
+than the margin. A rule with no such family would let a fallback that reaches it fully pass the
+test; none means no choice of fixed fallback can.
+
+"DeepConf's best variant" is the DeepConf variant with the best mean over the families, as in
+`python -m ranker report`'s leave-one-family-out verdict.
+
+    PYTHONPATH=. .venv/bin/python bench/free_rules_by_family.py --store data/suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ranker.capture.feature_store import FeatureStore  # noqa: E402
+from ranker.evaluation.methods import DEEPCONF_VARIANTS, FREE_BASELINES  # noqa: E402
+from ranker.evaluation.selection import evaluate_selection  # noqa: E402
+from ranker.rankers.fusion import weighted_vote_log_shares  # noqa: E402
+
+BETAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# The fallback's rule with more weight on the mean log-prob: weighted_vote + m x mean_logprob (beta 1),
+# between the weighted vote (m -> 0) and max log-prob (m -> inf); expressible with the fusion's signals.
+LOGPROB_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
+REFERENCES = ("max_logprob", "max_self_certainty")  # and DeepConf's best variant
+
+
+def vote_scores(store: FeatureStore, beta: float, logprob_weight: float = 1e-3) -> torch.Tensor:
+    """(P, N) log-prob-weighted vote log shares at temperature `beta` + logprob_weight x mean log-prob
+    (the default 1e-3 only breaks ties)."""
+    rows = []
+    for lp, keys in zip(store.column("mean_logprob"), store.column("vote_key")):
+        lp = torch.tensor(lp, dtype=torch.float64)
+        rows.append(weighted_vote_log_shares(lp, keys, beta) + logprob_weight * lp)
+    return torch.stack(rows).float()
+
+
+def family_accuracy(store: FeatureStore) -> pd.DataFrame:
+    """One row per (family, rule): best-of-N accuracy (%) over all N candidates of the family's prompts."""
+    rows = []
+    for family in dict.fromkeys(store.families):
+        part = store.subset([i for i, p in enumerate(store.problems) if p.family == family])
+        scores = {f"vote_beta_{beta:g}": vote_scores(part, beta) for beta in BETAS}
+        scores.update({f"vote_plus_{m:g}_logprob": vote_scores(part, 1.0, m) for m in LOGPROB_WEIGHTS})
+        accuracy = evaluate_selection(part, scores, draws=1)
+        rows += [{"family": family, "rule": rule, "accuracy": 100 * value, "prompts": len(part.problems)}
+                 for rule, value in accuracy.items() if rule in FREE_BASELINES + ("majority", *scores, "oracle")]
+    return pd.DataFrame(rows)
+
+
+def verdict(table: pd.DataFrame, margin: float) -> pd.DataFrame:
+    """Per rule: its mean over families, its mean margin over each reference, and the families it loses by > margin."""
+    wide = table.pivot(index="family", columns="rule", values="accuracy")
+    best_deepconf = max(DEEPCONF_VARIANTS, key=lambda name: wide[name].mean())
+    references = (*REFERENCES, best_deepconf)
+    out = []
+    for rule in wide.columns:
+        if rule == "oracle":
+            continue
+        gaps = {ref: wide[rule] - wide[ref] for ref in references}
+        fails = [f"{family} {gap:+.1f} vs {ref}" for ref in references for family, gap in gaps[ref].items() if gap < -margin]
+        out.append({"rule": rule, "mean": wide[rule].mean(), **{f"vs {ref}": gaps[ref].mean() for ref in references},
+                    "families lost by more than the margin": "; ".join(fails) or "none"})
+    return pd.DataFrame(out).sort_values("mean", ascending=False)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A markdown table of `frame` (its index as the first column when it is named); floats to one decimal."""
+    frame = frame.reset_index() if frame.index.name else frame
+    cell = lambda v: f"{v:+.1f}" if isinstance(v, float) and v < 0 else (f"{v:.1f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|---" * len(frame.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--store", default="data/suite", help="folder holding test/ (default data/suite)")
+    parser.add_argument("--margin", type=float, default=2.0, help="the per-family tolerance in points (default 2)")
+    parser.add_argument("--out", default="assets/results/free_rules_by_family.csv", help="CSV of the per-family accuracies")
+    args = parser.parse_args(argv)
+    # Leave-one-family-out scores a left-out family on all of its prompts, training and held-out: so does this.
+    stores = [FeatureStore.load(Path(args.store) / split) for split in ("train", "test")]
+    if not all(store.has_signals for store in stores):
+        raise SystemExit(f"{args.store} has no confidence signals: rebuild it (see the README)")
+    parts = pd.concat([family_accuracy(store) for store in stores])
+    parts["correct"] = parts.accuracy * parts.prompts
+    table = parts.groupby(["family", "rule"], as_index=False)[["correct", "prompts"]].sum()
+    table["accuracy"] = table.correct / table.prompts
+    table = table.drop(columns="correct")
+    store = stores[1]
+    table.to_csv(args.out, index=False)
+    print(f"# {sum(len(x.problems) for x in stores)} prompts (training and held-out), {len(set(store.families))} families, "
+          f"N={store.num_candidates}; "
+          f"{platform.machine()}, {platform.system()}; per-family accuracies in {args.out}")
+    print(markdown(table.pivot(index="rule", columns="family", values="accuracy")))
+    print()
+    print(markdown(verdict(table, args.margin)))
+
+
+if __name__ == "__main__":
+    main()
