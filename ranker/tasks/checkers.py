@@ -17,7 +17,6 @@ the *reference answer* is unusable, which is a bug in the problem, not the respo
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
@@ -25,6 +24,7 @@ import string
 from fractions import Fraction
 from typing import Any
 
+from ranker.tasks import python_parsing
 from ranker.tasks.sandbox import SandboxConfig, run_python_tests
 
 # ---------------------------------------------------------------------------- numbers
@@ -200,7 +200,7 @@ def _parse_literal(snippet: str) -> Any:
     except ValueError:
         pass
     try:
-        return ast.literal_eval(snippet)
+        return python_parsing.literal_eval(snippet)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         raise ValueError("not a JSON or Python literal") from None
 

@@ -99,6 +99,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ranker.tasks import python_parsing
+
 # Layer names, as reported by `sandbox_layers()` and accepted by `SandboxConfig.disable`.
 LAYERS = ("separate_user", "rlimits", "namespaces", "landlock", "seccomp", "audit_hook", "parent_nondumpable")
 SANDBOX_USER_ENV = "LANGUAGE_RANKER_SANDBOX_USER"
@@ -208,7 +210,7 @@ def _plan_tests(tests: tuple[str, ...]) -> list[_Step]:
     """One `_Step` per top-level statement of the joined test lines (SyntaxError if they do not parse)."""
     source = "\n".join(tests) + "\n"
     steps = []
-    for statement in ast.parse(source).body:
+    for statement in python_parsing.parse(source).body:
         text = ast.get_source_segment(source, statement) or ast.unparse(statement)
         step = _Step("exec", text, source=text)
         compare = statement.test if isinstance(statement, ast.Assert) else None
@@ -239,7 +241,7 @@ def _parse_reply_value(text: str, max_chars: int) -> Any:
     if len(text) > max_chars:
         raise ValueError(f"value repr is {len(text)} characters, over the {max_chars} limit")
     try:
-        tree = ast.parse(text, mode="eval")
+        tree = python_parsing.parse(text, mode="eval")
         return _literal(tree.body, reply=True)
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as error:
         raise ValueError(f"value is not a literal ({type(error).__name__}): {text[:80]!r}") from None
