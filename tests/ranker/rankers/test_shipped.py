@@ -9,6 +9,7 @@ import torch
 from ranker.capture.fingerprint import ModelFingerprint
 from ranker.core.cards import CARD_NAME
 from ranker.rankers.calibration import PlattCalibration
+from ranker.rankers.fallback import ramp, support_distances
 from ranker.rankers.shipped import SHIPPED_RANKERS, existing_shipped, load_compatible, load_for_model
 
 EMBEDDED = ModelFingerprint("gguf:SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -28,9 +29,23 @@ def test_shipped_cards_load_with_their_fusion_weights_and_calibration_exactly(na
     assert ranker.calibration_ == PlattCalibration(**card["calibration"]) and ranker.calibration_.source == "out_of_fold"
     assert ranker.fusion_config_.enabled and ranker.get_params()["fusion_clusters"] == (1, 2, 4, 8)
     assert ranker.kind == {"list_ranker": "list", "point_ranker": "point"}[name]
-    q = torch.zeros(ranker.n_features_in_)
-    scores = ranker.score(q, torch.eye(4, ranker.n_features_in_), torch.full((4,), -0.5), ["1", "1", "2", None])
-    assert torch.equal(ranker.probability_correct(scores), torch.sigmoid(ranker.calibration_.a * scores + ranker.calibration_.b))
+    cal = ranker.calibration_
+    if not cal.by_regime:
+        q = torch.zeros(ranker.n_features_in_)
+        scores = ranker.score(q, torch.eye(4, ranker.n_features_in_), torch.full((4,), -0.5), ["1", "1", "2", None])
+        assert torch.equal(ranker.probability_correct(scores), torch.sigmoid(cal.a * scores + cal.b))
+        return
+    # By regime: an instruction on a training centroid gets the near pair; one far away blends in the far pair
+    support = ranker.fusion.fallback.support
+    near_q, far_q = support[0].clone(), -support.sum(0)
+    far_share = float(ramp(support_distances(far_q[None], support), ranker.fusion.fallback.near, ranker.fusion.fallback.far))
+    assert far_share > 0.5  # the opposite of every centroid is far from the training data
+    for q, share in ((near_q, 0.0), (far_q, far_share)):
+        scores = ranker.score(q, torch.eye(4, ranker.n_features_in_), torch.full((4,), -0.5), ["1", "1", "2", None])
+        slope, bias = (1 - share) * cal.a + share * cal.far_a, (1 - share) * cal.b + share * cal.far_b
+        assert torch.allclose(ranker.probability_correct(scores, q), torch.sigmoid(slope * scores + bias), atol=1e-6)
+    with pytest.raises(ValueError, match="pass the scores' instructions"):
+        ranker.probability_correct(scores)
 
 
 def test_load_compatible_keeps_the_rankers_of_this_model_and_says_why_it_skips_the_others(tmp_path):
