@@ -16,16 +16,27 @@ test; none means no choice of fixed fallback can.
 "DeepConf's best variant" is the DeepConf variant with the best mean over the families, as in
 `python -m ranker report`'s leave-one-family-out verdict.
 
+The second part asks whether a rule chosen *per prompt* could pass instead: the vote's beta is
+picked by a threshold on a statistic of the prompt's own candidates (how spread its answers and
+log-probs are; `PROMPT_STATS`), beta_low below the threshold and beta_high at or above it. The
+rule (statistic, threshold at a decile, beta_low, beta_high, or one fixed beta) is chosen on all
+families but one, by the issue's own criterion there (the worst family's margin over the best
+reference, then the mean), and scored on the family left out, as leave-one-family-out would
+choose it. The same choice made on all families (in sample, so optimistic) is printed beside it.
+
     PYTHONPATH=. .venv/bin/python bench/free_rules_by_family.py --store data/suite
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -66,6 +77,73 @@ def family_accuracy(store: FeatureStore) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Statistics of one prompt's candidates, from what the fallback sees at scoring time: (K,) mean log-probs
+# (float64) and K answer keys (None: no answer). They measure how much the answers agree and how much
+# the log-probs separate the candidates, the two things that decide whether a vote or max log-prob wins.
+PROMPT_STATS = {
+    "distinct_answers": lambda lp, keys: (len({k for k in keys if k is not None}) + keys.count(None)) / len(keys),
+    "plurality_share": lambda lp, keys: max(Counter(k for k in keys if k is not None).values(), default=0) / len(keys),
+    "weighted_top_share": lambda lp, keys: float(weighted_vote_log_shares(lp, keys, 1.0).exp().max()),
+    "logprob_spread": lambda lp, keys: float(lp.max() - lp.median()),
+    "unanswered_share": lambda lp, keys: keys.count(None) / len(keys),
+}
+
+
+def prompt_outcomes(store: FeatureStore) -> pd.DataFrame:
+    """One row per prompt: its family, whether the vote at each beta of BETAS picks a correct
+    candidate (columns `beta_<b>`, 0/1), and each statistic of PROMPT_STATS."""
+    labels = store.labels()  # (P, N)
+    rows = []
+    for i, (problem, lp, keys) in enumerate(zip(store.problems, store.column("mean_logprob"), store.column("vote_key"))):
+        lp = torch.tensor(lp, dtype=torch.float64)
+        row = {"family": problem.family}
+        row.update({f"beta_{beta:g}": float(labels[i, int((weighted_vote_log_shares(lp, keys, beta) + 1e-3 * lp).argmax())])
+                    for beta in BETAS})
+        row.update({name: stat(lp, list(keys)) for name, stat in PROMPT_STATS.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def threshold_rules(outcomes: pd.DataFrame, train: np.ndarray) -> dict[tuple, np.ndarray]:
+    """Every per-prompt rule -> (P,) 0/1 correctness of its picks on all prompts. A rule is
+    (statistic, threshold, beta_low, beta_high), thresholds at the deciles of the `train` prompts
+    (a (P,) bool mask), or ("fixed", nan, beta, beta)."""
+    betas = [f"beta_{beta:g}" for beta in BETAS]
+    rules = {("fixed", float("nan"), b, b): outcomes[b].to_numpy() for b in betas}
+    for name in PROMPT_STATS:
+        values = outcomes[name].to_numpy()
+        for threshold in np.unique(np.quantile(values[train], np.linspace(0.1, 0.9, 9))):
+            for low, high in itertools.permutations(betas, 2):
+                rules[(name, float(threshold), low, high)] = np.where(values < threshold, outcomes[low], outcomes[high])
+    return rules
+
+
+def worst_and_mean_margin(correct: np.ndarray, families: np.ndarray, mask: np.ndarray, best_reference: pd.Series) -> tuple[float, float]:
+    """(the worst family's margin over its best reference, the mean accuracy over families), in points, on `mask`."""
+    accuracy = pd.Series(100 * correct[mask]).groupby(families[mask]).mean()
+    return float((accuracy - best_reference[accuracy.index]).min()), float(accuracy.mean())
+
+
+def adaptive_lofo(outcomes: pd.DataFrame, best_reference: pd.Series) -> pd.DataFrame:
+    """Per family: the per-prompt rule chosen on the other families (worst margin, then mean), and its
+    accuracy and margin on the left-out family; a last row ("all, in sample") chooses on every family."""
+    families = outcomes.family.to_numpy()
+    rows = []
+    for left_out in [*dict.fromkeys(families), None]:
+        train = families != left_out
+        rules = threshold_rules(outcomes, train)
+        rule = max(rules, key=lambda r: worst_and_mean_margin(rules[r], families, train, best_reference))
+        worst_train, _ = worst_and_mean_margin(rules[rule], families, train, best_reference)
+        scored = ~train if left_out is not None else train
+        accuracy = pd.Series(100 * rules[rule][scored]).groupby(families[scored]).mean()
+        gaps = accuracy - best_reference[accuracy.index]
+        rows.append({"left-out family": left_out or "all, in sample", "rule (statistic, threshold, beta low, beta high)":
+                     f"{rule[0]}, {rule[1]:.3g}, {rule[2].removeprefix('beta_')}, {rule[3].removeprefix('beta_')}",
+                     "worst margin where chosen": worst_train, "accuracy": accuracy.mean(),
+                     "best reference": best_reference[accuracy.index].mean(), "margin": gaps.min()})
+    return pd.DataFrame(rows)
+
+
 def verdict(table: pd.DataFrame, margin: float) -> pd.DataFrame:
     """Per rule: its mean over families, its mean margin over each reference, and the families it loses by > margin."""
     wide = table.pivot(index="family", columns="rule", values="accuracy")
@@ -85,7 +163,13 @@ def verdict(table: pd.DataFrame, margin: float) -> pd.DataFrame:
 def markdown(frame: pd.DataFrame) -> str:
     """A markdown table of `frame` (its index as the first column when it is named); floats to one decimal."""
     frame = frame.reset_index() if frame.index.name else frame
-    cell = lambda v: f"{v:+.1f}" if isinstance(v, float) and v < 0 else (f"{v:.1f}" if isinstance(v, float) else str(v))  # noqa: E731
+
+    def cell(value) -> str:
+        if not isinstance(value, float):
+            return str(value)
+        value = round(value, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
+        return f"{value:+.1f}" if value < 0 else f"{value:.1f}"
+
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|---" * len(frame.columns) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
@@ -114,6 +198,15 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(table.pivot(index="rule", columns="family", values="accuracy")))
     print()
     print(markdown(verdict(table, args.margin)))
+    # The per-prompt rules, chosen leave-one-family-out against each family's best reference
+    wide = table.pivot(index="family", columns="rule", values="accuracy")
+    best_deepconf = max(DEEPCONF_VARIANTS, key=lambda name: wide[name].mean())
+    best_reference = wide[[*REFERENCES, best_deepconf]].max(axis=1)
+    adaptive = adaptive_lofo(pd.concat([prompt_outcomes(s) for s in stores], ignore_index=True), best_reference)
+    print()
+    print(f"# per-prompt rules, chosen on the other families (margin: the left-out family's accuracy minus the best of "
+          f"{', '.join((*REFERENCES, best_deepconf))}; the last row's worst family)")
+    print(markdown(adaptive))
 
 
 if __name__ == "__main__":
