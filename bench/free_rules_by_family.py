@@ -93,15 +93,15 @@ def prompt_outcomes(store: FeatureStore) -> pd.DataFrame:
     """One row per prompt: its family, whether the vote at each beta of BETAS picks a correct
     candidate (columns `beta_<b>`, 0/1), and each statistic of PROMPT_STATS."""
     labels = store.labels()  # (P, N)
-    rows = []
-    for i, (problem, lp, keys) in enumerate(zip(store.problems, store.column("mean_logprob"), store.column("vote_key"))):
-        lp = torch.tensor(lp, dtype=torch.float64)
-        row = {"family": problem.family}
-        row.update({f"beta_{beta:g}": float(labels[i, int((weighted_vote_log_shares(lp, keys, beta) + 1e-3 * lp).argmax())])
-                    for beta in BETAS})
-        row.update({name: stat(lp, list(keys)) for name, stat in PROMPT_STATS.items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame({"family": [problem.family for problem in store.problems]})
+    for beta in BETAS:
+        picks = vote_scores(store, beta).argmax(dim=1, keepdim=True)  # (P, 1)
+        frame[f"beta_{beta:g}"] = labels.gather(1, picks).squeeze(1).float().numpy()
+    signals = [(torch.tensor(lp, dtype=torch.float64), list(keys))
+               for lp, keys in zip(store.column("mean_logprob"), store.column("vote_key"))]
+    for name, stat in PROMPT_STATS.items():
+        frame[name] = [stat(lp, keys) for lp, keys in signals]
+    return frame
 
 
 def threshold_rules(outcomes: pd.DataFrame, train: np.ndarray) -> dict[tuple, np.ndarray]:
