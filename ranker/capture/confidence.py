@@ -95,37 +95,59 @@ class StepSignals:
     Custom processors run before generate's temperature / top-k / top-p warpers, so the logits
     seen here are the model's raw ones: the signals do not depend on the sampling settings.
     Non-finite logits (a model that masks tokens) are left out of the certainty's mean and V.
+
+    Cost: with `eos_token_ids`, a row whose settled token is an EOS is skipped from then on
+    (generate keeps computing padded logits for it, which no candidate reads); positions after
+    a row's EOS stay 0. The (rows, V) temporaries (the selected rows, exp(z - max)) live in two
+    buffers allocated on the first call and reused: a fresh (rows, V) allocation every step
+    costs more than the arithmetic on CPU. The log normaliser takes its max from the top-k
+    pass (torch.logsumexp would scan again, on one CPU thread).
     """
 
     # Set to a dict (bench/capture_overhead.py --breakdown) to add up the seconds of each signal's work.
     timings: dict[str, float] | None = None
 
-    def __init__(self, prompt_length: int, rows: int, capacity: int, device: torch.device, top_k: int = 20):
+    def __init__(self, prompt_length: int, rows: int, capacity: int, device: torch.device, top_k: int = 20,
+                 eos_token_ids: Sequence[int] = ()):
         self.prompt_length = prompt_length
         self.top_k = top_k
         self.log_probs = torch.zeros(rows, capacity, device=device)
         self.certainty = torch.zeros(rows, capacity, device=device)
         self.confidence = torch.zeros(rows, capacity, device=device)
-        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
+        self._finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        # (logits of the rows computed, their log normalisers, those rows or None for all) of the last call
+        self._previous: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._selected: torch.Tensor | None = None  # (rows, V) buffer for the unfinished rows' logits
+        self._exp: torch.Tensor | None = None  # (rows, V) buffer for exp(z - max)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         position = input_ids.shape[1] - self.prompt_length  # the generated position these logits choose
         clock = _Clock(self.timings, scores.device)
         if self._previous is not None:
             self._settle(input_ids[:, -1], position - 1)
-        log_normaliser = torch.logsumexp(scores, dim=-1)  # (rows,), shared by all three signals
-        clock.lap("log-probs")
-        mean_logit = scores.mean(dim=-1)
-        if not bool(torch.isfinite(mean_logit).all()):
-            mean_logit, width = _finite_mean(scores)
+        rows = self._unfinished_rows()
+        if rows is None:
+            logits = scores  # (A, V), A = rows still generating
         else:
-            width = torch.full_like(mean_logit, scores.shape[-1])
-        self.certainty[:, position] = log_normaliser - mean_logit - torch.log(width)
-        clock.lap("self-certainty")
-        top = torch.topk(scores, min(self.top_k, scores.shape[-1]), dim=-1, sorted=False).values
-        self.confidence[:, position] = log_normaliser - top.mean(dim=-1)
+            self._selected = _reusable(self._selected, scores)
+            logits = torch.index_select(scores, 0, rows, out=self._selected[: rows.numel()])
+        clock.lap("row selection")
+        top = torch.topk(logits, min(self.top_k, logits.shape[-1]), dim=-1, sorted=False).values
         clock.lap("token confidence")
-        self._previous = (scores, log_normaliser)
+        self._exp = _reusable(self._exp, scores)
+        log_normaliser = _log_normaliser(logits, top.amax(dim=-1), self._exp[: logits.shape[0]])  # (A,), shared by all three
+        clock.lap("log-probs")
+        mean_logit = logits.mean(dim=-1)
+        if not bool(torch.isfinite(mean_logit).all()):
+            mean_logit, width = _finite_mean(logits)
+        else:
+            width = torch.full_like(mean_logit, logits.shape[-1])
+        self._write(self.certainty, rows, position, log_normaliser - mean_logit - torch.log(width))
+        clock.lap("self-certainty")
+        self._write(self.confidence, rows, position, log_normaliser - top.mean(dim=-1))
+        clock.lap("token confidence")
+        self._previous = (logits, log_normaliser, rows)
         return scores
 
     def finish(self, sequences: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -138,8 +160,41 @@ class StepSignals:
                 "confidence": self.confidence[:, :generated]}
 
     def _settle(self, tokens: torch.Tensor, position: int) -> None:
-        logits, log_normaliser = self._previous
-        self.log_probs[:, position] = logits.gather(1, tokens[:, None]).squeeze(1) - log_normaliser
+        """tokens: (rows,) the tokens sampled at `position`, for every row."""
+        logits, log_normaliser, rows = self._previous
+        chosen = tokens if rows is None else tokens[rows]
+        self._write(self.log_probs, rows, position, logits.gather(1, chosen[:, None]).squeeze(1) - log_normaliser)
+        if self._eos.numel():
+            self._finished |= torch.isin(tokens, self._eos)
+
+    def _unfinished_rows(self) -> torch.Tensor | None:
+        """Indices of the rows with no EOS yet, or None when that is every row (no copy needed)."""
+        if not bool(self._finished.any()):
+            return None
+        return torch.nonzero(~self._finished).flatten()
+
+    @staticmethod
+    def _write(signal: torch.Tensor, rows: torch.Tensor | None, position: int, values: torch.Tensor) -> None:
+        if rows is None:
+            signal[:, position] = values
+        else:
+            signal[rows, position] = values
+
+
+def _reusable(buffer: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """`buffer` when it has `like`'s shape, dtype and device, else a new empty one."""
+    if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype or buffer.device != like.device:
+        return torch.empty_like(like)
+    return buffer
+
+
+def _log_normaliser(logits: torch.Tensor, largest: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+    """(A,) logsumexp of each row of `logits` (A, V): largest + log sum_j exp(z_j - largest).
+
+    largest: (A,) each row's max logit; work: an (A, V) buffer, overwritten.
+    """
+    torch.sub(logits, largest[:, None], out=work)
+    return largest + work.exp_().sum(dim=-1).log_()
 
 
 class _Clock:

@@ -202,7 +202,8 @@ def _sample_one_call(base: BaseModel, prompts: list[str], config: SamplingConfig
     rows = len(prompts) * n
     eos_ids = eos_token_ids(base)
     recorder = LastPositionRecorder(model, layers, capacity=config.max_new_tokens + 1, rows=rows)
-    signals = StepSignals(prompt_length, rows, config.max_new_tokens, base.device, top_k=config.confidence_top_k)
+    signals = StepSignals(prompt_length, rows, config.max_new_tokens, base.device, top_k=config.confidence_top_k,
+                          eos_token_ids=eos_ids)
     sampling = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
     if config.temperature == 0:
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)

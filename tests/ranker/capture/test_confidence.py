@@ -59,3 +59,41 @@ def test_masked_logits_leave_the_mask_out():
     out = recorder.finish(torch.tensor([[9, 0]]))
     assert out["certainty"][0, 0].item() == pytest.approx(0.0, abs=1e-6)  # uniform over the 2 finite tokens
     assert out["log_probs"][0, 0].item() == pytest.approx(math.log(0.5), abs=1e-6)
+
+
+def test_rows_after_their_eos_are_skipped_and_the_rest_unchanged():
+    """Row 0 emits EOS (id 3) at position 1: its later positions are not computed; every value
+    up to and including its EOS equals what the processor records without skipping."""
+    torch.manual_seed(0)
+    steps = [torch.randn(2, 6) * 2 for _ in range(4)]
+    tokens = torch.tensor([[1, 3, 0, 0], [2, 4, 5, 1]])  # sampled at positions 0..3; row 0 pads after its EOS
+    prompt = torch.tensor([[7, 8], [7, 8]])
+
+    def run(eos):
+        recorder = StepSignals(prompt_length=2, rows=2, capacity=4, device=torch.device("cpu"), top_k=2, eos_token_ids=eos)
+        for position, scores in enumerate(steps):
+            recorder(torch.cat([prompt, tokens[:, :position]], dim=1), scores)
+        return recorder.finish(torch.cat([prompt, tokens], dim=1))
+
+    skipped, full = run([3]), run([])
+    for name in ("log_probs", "certainty", "confidence"):
+        assert torch.equal(skipped[name][0, :2], full[name][0, :2]), name  # row 0 up to its EOS
+        assert skipped[name][0, 2:].tolist() == [0.0, 0.0], name  # never computed after it
+        assert torch.allclose(skipped[name][1], full[name][1]), name  # row 1 generates throughout
+    expected = torch.log_softmax(steps[1][0], -1)[3]  # the EOS's own log-prob is still settled
+    assert skipped["log_probs"][0, 1].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_log_normaliser_matches_logsumexp(masked):
+    """The normaliser read off top-k and log_softmax equals torch.logsumexp, masked logits included."""
+    torch.manual_seed(1)
+    logits = torch.randn(5, 300) * 4
+    if masked:
+        logits[:, 100:] = -math.inf
+    recorder = StepSignals(prompt_length=1, rows=5, capacity=1, device=torch.device("cpu"), top_k=20)
+    recorder(torch.zeros(5, 1, dtype=torch.long), logits)
+    sampled = torch.tensor([[0], [1], [2], [3], [4]])
+    out = recorder.finish(torch.cat([torch.zeros(5, 1, dtype=torch.long), sampled], dim=1))
+    expected = logits.gather(1, sampled).squeeze(1) - torch.logsumexp(logits.double(), dim=-1).float()
+    assert torch.allclose(out["log_probs"][:, 0], expected, atol=1e-5)
