@@ -28,7 +28,7 @@ feeds generated token `t - 1`, so generated token `j`'s state lands in slot `j +
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -96,7 +96,8 @@ class LastPositionRecorder:
 
     buffer: (num_layers, capacity, rows, H). `steps` counts forward calls seen so far.
     `rows_for_next_call` lets a call with fewer rows (the final decode step over only the
-    candidates that need it) write into the right rows.
+    candidates that need it) write into the right rows. `record_only` runs such a call only
+    as deep as the deepest recorded layer.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[int], capacity: int, rows: int):
@@ -109,6 +110,7 @@ class LastPositionRecorder:
         self.rows_for_next_call: torch.Tensor | None = None
         self._handles: list = []
         self._written = 0
+        self._stop_after_deepest = False
 
     def __enter__(self) -> "LastPositionRecorder":
         for slot, layer in enumerate(self.layers):
@@ -133,12 +135,34 @@ class LastPositionRecorder:
                 self.buffer[slot, self.steps].copy_(hidden[:, -1])
             else:
                 self.buffer[slot, self.steps, self.rows_for_next_call] = hidden[:, -1]
+            if self._stop_after_deepest and self.layers[slot] == max(self.layers):
+                raise _DeepestLayerRecorded
 
         return record
+
+    def record_only(self, forward: Callable[[], object], rows: torch.Tensor | None = None) -> None:
+        """Run one forward call for its recorded states only, into `rows` (None: all rows).
+
+        The call stops right after the deepest recorded layer's hook (the blocks above it and
+        the LM head would only compute what nobody reads), so its outputs and the cache
+        entries of the deeper blocks are not produced; use it for a last call whose cache is
+        thrown away.
+        """
+        self.rows_for_next_call, self._stop_after_deepest = rows, True
+        try:
+            forward()
+        except _DeepestLayerRecorded:
+            self._advance(None, None, None)
+        finally:
+            self._stop_after_deepest = False
 
     def _advance(self, module, inputs, output) -> None:
         self.steps += 1
         self.rows_for_next_call = None
+
+
+class _DeepestLayerRecorded(Exception):
+    """Ends a `record_only` forward call once every recorded layer has its state."""
 
 
 @torch.no_grad()

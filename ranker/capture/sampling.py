@@ -289,7 +289,8 @@ def _final_decode_step(model, recorder: LastPositionRecorder, output, prompt_mas
     During generate, call t feeds token t - 1, so with G generated columns the calls cover
     tokens 0..G-2. Rows whose last token is column G - 1 (cut by max_new_tokens, or ending at
     the very last step) need one more decode step: just those rows, one token each, on the
-    generation cache. Its states land in slot G of the recorder.
+    generation cache, and only as deep as the deepest recorded layer. Its states land in slot G
+    of the recorder.
     """
     sequences = output.sequences
     generated_length = sequences.shape[1] - prompt_mask.shape[1]
@@ -304,12 +305,11 @@ def _final_decode_step(model, recorder: LastPositionRecorder, output, prompt_mas
         [prompt_mask.repeat_interleave(n, dim=0)[need], prompt_mask.new_ones(need.numel(), generated_length)], dim=1
     )
     position_ids = (full_mask.long().cumsum(-1) - 1)[:, -1:]
-    recorder.rows_for_next_call = need
-    # The decoder alone: the hooks need hidden states, not next-token logits.
-    decoder_of(model)(
-        input_ids=sequences[need, -1:],
-        attention_mask=full_mask,
-        position_ids=position_ids,
-        cache=cache,
-        use_cache=True,
+    # The decoder alone, up to the deepest recorded layer: the hooks need hidden states, not
+    # next-token logits, and this cache is not used again.
+    recorder.record_only(
+        lambda: decoder_of(model)(
+            input_ids=sequences[need, -1:], attention_mask=full_mask, position_ids=position_ids, cache=cache, use_cache=True
+        ),
+        rows=need,
     )

@@ -5,6 +5,8 @@ import torch
 
 from ranker.capture.hidden_states import (
     LastPositionRecorder,
+    decoder_of,
+    decoder_parts,
     hidden_state_module,
     reference_hidden_states,
     resolve_layer,
@@ -50,3 +52,25 @@ def test_hooks_are_removed_after_the_context(tiny_base):
         model(torch.tensor([[5, 6]]))
     model(torch.tensor([[5, 6]]))
     assert recorder.steps == 1
+
+
+def test_record_only_stops_after_the_deepest_recorded_layer(tiny_base):
+    """The states of a record_only call equal a full forward's, and the blocks above are never run."""
+    model = tiny_base.model
+    input_ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    full = model(input_ids, output_hidden_states=True).hidden_states
+    _, blocks, _ = decoder_parts(model)
+    calls = []
+    handle = blocks[-1].register_forward_hook(lambda *args: calls.append(1))
+    recorder = LastPositionRecorder(model, [1], capacity=2, rows=2)
+    try:
+        with recorder:
+            recorder.record_only(lambda: decoder_of(model)(input_ids=input_ids[1:]), rows=torch.tensor([1]))
+            model(input_ids)  # a normal call afterwards runs every block and writes all rows
+    finally:
+        handle.remove()
+    assert calls == [1]  # only the normal call reached the last block
+    assert recorder.steps == 2
+    torch.testing.assert_close(recorder.buffer[0, 0, 1], full[1][1, -1], rtol=0, atol=0)
+    assert recorder.buffer[0, 0, 0].abs().sum() == 0  # row 0 was not part of the record_only call
+    torch.testing.assert_close(recorder.buffer[0, 1], full[1][:, -1])
