@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.capture.confidence import ConfidenceConfig, StepSignals, group_confidences, trace_confidences
+from ranker.capture.confidence import ConfidenceConfig, StepSignals, group_confidences, top_k_values, trace_confidences
 
 
 def test_group_confidences_are_sliding_window_means():
@@ -97,3 +97,22 @@ def test_log_normaliser_matches_logsumexp(masked):
     out = recorder.finish(torch.cat([torch.zeros(5, 1, dtype=torch.long), sampled], dim=1))
     expected = logits.gather(1, sampled).squeeze(1) - torch.logsumexp(logits.double(), dim=-1).float()
     assert torch.allclose(out["log_probs"][:, 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["random", "peaked", "ties", "masked", "odd_width", "few_blocks"])
+def test_top_k_values_equal_torch_topk(case):
+    """The block shortcut returns exactly torch.topk's values, whatever the logits look like."""
+    torch.manual_seed(2)
+    width = {"odd_width": 1000, "few_blocks": 128 * 10}.get(case, 128 * 64)
+    logits = torch.randn(6, width) * 3
+    if case == "peaked":
+        logits[:, 3 * 128 : 3 * 128 + 40] += 12  # the top 20 all in one block
+    if case == "ties":
+        logits = torch.zeros(6, width)
+        logits[:, 7] = 1.0
+    if case == "masked":
+        logits[:, width // 2 :] = -math.inf
+    got = top_k_values(logits, 20)
+    expected = torch.topk(logits, 20, dim=-1).values
+    assert torch.equal(got.sort(dim=-1).values, expected.sort(dim=-1).values)
+    assert top_k_values(logits[:, :5], 20).shape == (6, 5)  # k larger than V: all of them
