@@ -111,7 +111,7 @@ def second_pass_seconds(base: BaseModel, results, layers: tuple[int, ...]) -> fl
 
 
 def breakdown(base: BaseModel, prompts: list[str], config: SamplingConfig, layers) -> None:
-    """Time, inside one capture run, what capture adds to generate: each per-step signal and the final step."""
+    """Time, inside one capture run, what capture adds to generate: each per-step signal, row selection, the final step."""
     import ranker.capture.sampling as sampling
 
     spent = {"final decode step": 0.0}
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 64; 256 with --random-llama-8b")
     parser.add_argument("--pairs", type=int, default=7, help="alternating plain/capture pairs")
     parser.add_argument("--layer", type=float, default=0.6)
-    parser.add_argument("--breakdown", action="store_true", help="first time each per-step signal (log-probs, self-certainty, token confidence) and the final step in one capture run")
+    parser.add_argument("--breakdown", action="store_true", help="first time, in one capture run, each per-step signal (log-probs, self-certainty, token confidence), the selection of unfinished rows and the final step")
     args = parser.parse_args()
 
     if args.random_llama_8b:
