@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_FAMILIES = "arithmetic,word_problem,function_call,code,comparison,unit_conversion,table_lookup,counting,list_position,weekday"
+DEFAULT_FAMILIES = ("arithmetic,word_problem,function_call,code,comparison,unit_conversion,table_lookup,counting,list_position,weekday,"
+                    "phrased_arithmetic")
 # Families that the embedded SmolLM2-135M-Instruct sometimes gets right at their default
 # difficulty (calibration: see the README's results section). function_call and unit_conversion
 # never did there, so they add no positive example to train on and no room for ranking.

@@ -13,6 +13,7 @@ from ranker.tasks.families.comparison import Comparison
 from ranker.tasks.families.counting import Counting
 from ranker.tasks.families.function_call import FunctionCall
 from ranker.tasks.families.list_position import ListPosition
+from ranker.tasks.families.phrased_arithmetic import PhrasedArithmetic
 from ranker.tasks.families.table_lookup import TableLookup
 from ranker.tasks.families.unit_conversion import UnitConversion
 from ranker.tasks.families.weekday import Weekday
@@ -21,7 +22,7 @@ from ranker.tasks.families.word_problem import WordProblem
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (Arithmetic(), WordProblem(), FunctionCall(), Code(), Comparison(), UnitConversion(), TableLookup(),
-                   Counting(), ListPosition(), Weekday())
+                   Counting(), ListPosition(), Weekday(), PhrasedArithmetic())
 }
 
 
@@ -36,5 +37,5 @@ def get_family(name: str, difficulty: int | None = None) -> Family:
 __all__ = [
     "FAMILIES", "MAX_DIFFICULTY", "MIN_DIFFICULTY", "Family", "get_family",
     "Arithmetic", "WordProblem", "FunctionCall", "Code", "Comparison", "UnitConversion", "TableLookup",
-    "Counting", "ListPosition", "Weekday",
+    "Counting", "ListPosition", "Weekday", "PhrasedArithmetic",
 ]

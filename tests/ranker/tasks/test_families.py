@@ -16,10 +16,11 @@ from ranker.tasks.families.base import format_number
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 REQUIRED = {"arithmetic", "word_problem", "function_call", "code", "comparison", "unit_conversion", "table_lookup",
-            "counting", "list_position", "weekday"}
+            "counting", "list_position", "weekday", "phrased_arithmetic"}
 EXPECTED_CHECKER = {"arithmetic": "numeric", "word_problem": "numeric", "function_call": "json_call",
                     "code": "python_tests", "comparison": "numeric", "unit_conversion": "numeric",
-                    "table_lookup": "exact", "counting": "numeric", "list_position": "numeric", "weekday": "numeric"}
+                    "table_lookup": "exact", "counting": "numeric", "list_position": "numeric", "weekday": "numeric",
+                    "phrased_arithmetic": "numeric"}
 
 
 def test_registry_has_the_families():

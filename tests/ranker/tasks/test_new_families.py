@@ -1,13 +1,14 @@
-"""The counting, list_position and weekday families: determinism, every level, checker and hand-checked answers."""
+"""The counting, list_position, weekday and phrased_arithmetic families: determinism, every level, checker and hand-checked answers."""
 
 import re
 
 import pytest
 
 from ranker.tasks import FAMILIES, check, get_family
-from ranker.tasks.families import Counting, ListPosition, Weekday
+from ranker.tasks.families import Counting, ListPosition, PhrasedArithmetic, Weekday
+from ranker.tasks.families.phrased_arithmetic import NUMBER_WORDS
 
-NEW = ("counting", "list_position", "weekday")
+NEW = ("counting", "list_position", "weekday", "phrased_arithmetic")
 WEEK = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 
@@ -29,7 +30,7 @@ def days_forward(start: str, end: str) -> int:
 @pytest.mark.parametrize("name", NEW)
 def test_registered_with_a_numeric_checker_at_the_calibrated_default(name):
     assert FAMILIES[name].name == name and FAMILIES[name].description
-    assert FAMILIES[name].difficulty == {"counting": 2, "list_position": 1, "weekday": 2}[name]
+    assert FAMILIES[name].difficulty == {"counting": 2, "list_position": 1, "weekday": 2, "phrased_arithmetic": 1}[name]
     assert {p.checker for p in FAMILIES[name].generate(20)} == {"numeric"}
 
 
@@ -133,3 +134,56 @@ def test_weekday_hand_checked_examples():
     level5 = Weekday(difficulty=5).generate(1, seed=0)[0]
     assert level5.prompt.startswith("Today is Friday. Mia's piano lesson was last Saturday. How many days ago")
     assert level5.answer == "6"  # Saturday, Sunday, ..., Thursday, Friday: six steps
+
+
+def operand(text: str) -> int:
+    """A phrased_arithmetic operand: digits, or a number word."""
+    return int(text) if text.isdigit() else NUMBER_WORDS.index(text)
+
+
+def test_phrased_arithmetic_answer_is_the_phrased_operation():
+    """Each phrasing read back independently of the templates' code: which operand comes first matters."""
+    forms = [
+        (r"What is (\w+) more than (\w+)\?", lambda a, b: b + a), (r"What is the sum of (\w+) and (\w+)\?", int.__add__),
+        (r"What do you get when you add (\w+) to (\w+)\?", int.__add__), (r"What is (\w+) plus (\w+)\?", int.__add__),
+        (r"What is (\w+) less than (\w+)\?", lambda a, b: b - a), (r"What is (\w+) minus (\w+)\?", int.__sub__),
+        (r"What do you get when you take (\w+) away from (\w+)\?", lambda a, b: b - a),
+        (r"What is the difference between (\w+) and (\w+)\?", int.__sub__),
+        (r"What is the product of (\w+) and (\w+)\?", int.__mul__), (r"What is (\w+) times (\w+)\?", int.__mul__),
+        (r"What do you get when you multiply (\w+) by (\w+)\?", int.__mul__),
+    ]
+    seen = set()
+    for difficulty, (low, high) in {1: (1, 9), 2: (1, 12), 3: (10, 99)}.items():
+        for problem in PhrasedArithmetic(difficulty=difficulty).generate(200, seed=3):
+            matches = [(i, m, f) for i, (pattern, f) in enumerate(forms) if (m := re.match(pattern, problem.prompt))]
+            assert len(matches) == 1, problem.prompt
+            index, match, operation = matches[0]
+            seen.add(index)
+            a, b = operand(match.group(1)), operand(match.group(2))
+            assert low <= a <= high and low <= b <= high
+            assert match.group(1).isdigit() == (difficulty != 2)
+            assert int(problem.answer) == operation(a, b) >= 0
+    assert seen == set(range(len(forms)))  # every phrasing is drawn
+
+
+def test_phrased_arithmetic_two_steps_apply_in_order():
+    for difficulty in (4, 5):
+        problems = PhrasedArithmetic(difficulty=difficulty).generate(100, seed=4)
+        for problem in problems:
+            match = re.match(r"Start with (\d+), (.+), then (.+)\. What number do you get\?", problem.prompt)
+            value = int(match.group(1))
+            for step in (match.group(2), match.group(3)):
+                verb, amount = step.rsplit(" ", 1)
+                value = {"add": value + int(amount), "subtract": value - int(amount), "multiply by": value * int(amount)}[verb]
+                assert value >= 0
+            assert int(problem.answer) == value
+        assert any("multiply" in p.prompt for p in problems) == (difficulty == 5)
+
+
+def test_phrased_arithmetic_hand_checked_examples():
+    level1 = PhrasedArithmetic().generate(1, seed=0)[0]
+    assert level1.prompt == "What is 9 more than 9? Answer with just the number."
+    assert level1.answer == "18"  # 9 + 9
+    level2 = PhrasedArithmetic(difficulty=2).generate(1, seed=0)[0]
+    assert level2.prompt == "What is the product of seven and five? Answer with just the number."
+    assert level2.answer == "35"
