@@ -44,7 +44,7 @@ class PhrasedArithmetic(Family):
     """
 
     # Calibrated on SmolLM2-135M-Instruct (T=1, 48 new tokens, 16 prompts x 8 samples per level,
-    # 2026-12-03): level 1 got 15.6% of samples right (oracle@8 50%), level 2 7.0%, level 3 3.9%,
+    # 2026-12-03, bench/calibrate_family.py): level 1 got 15.6% of samples right (oracle@8 50%), level 2 7.0%, level 3 3.9%,
     # level 4 1.6%, level 5 6.2%.
     difficulty: int = 1
 
