@@ -84,12 +84,13 @@ from ranker.rankers.calibration import (
     fit_calibration_by_regime,
 )
 from ranker.rankers.checkpoint import RankerCard, load_checkpoint, save_checkpoint
-from ranker.rankers.clustering import kmeans, support_centroids
+from ranker.rankers.clustering import kmeans
 from ranker.rankers.fallback import (
     WEIGHTED_VOTE_RULE,
     DistanceFallback,
     FallbackExamples,
     choose_fallback_weights,
+    fit_support,
     ramp,
     support_distances,
 )
@@ -295,7 +296,7 @@ class LanguageRanker:
         # In domain: the cross-fitting folds, each measured against support centroids of the other folds.
         in_distances = torch.zeros(Q)
         for held in parts:
-            in_distances[held] = support_distances(instructions[held], support_centroids(instructions[_rest(Q, held)], seed))
+            in_distances[held] = support_distances(instructions[held], *fit_support(instructions[_rest(Q, held)], seed))
         in_fused = [combine(fusion.weights[fusion.cluster_of(instructions[i])], oof[i], signals[i]) for i in range(Q)]
         # Out of domain: each instruction cluster scored by a ranker, weights and support fitted without it.
         _, domain_of = kmeans(instructions, fusion_config.domains, seed)
@@ -314,7 +315,7 @@ class LanguageRanker:
             raw_scores += raw
             fused += [combine(weights, scores, signals[i]) for i, scores in zip(held, raw)]
             fitted_free += [free_rest or free] * len(held)
-            distances.append(support_distances(instructions[held], support_centroids(instructions[rest], seed)))
+            distances.append(support_distances(instructions[held], *fit_support(instructions[rest], seed)))
         if not distances:  # the instructions form one cluster (e.g. all alike): nothing to hold out
             return None, {"kept": False, "why": "the training instructions form a single cluster"}, None
         out_distances, out_labels = torch.cat(distances), pick(labels, held_order)
@@ -338,7 +339,8 @@ class LanguageRanker:
                                           for name, r in reports.items()}}
         if report["near"] == float("inf"):
             return None, {**report, "kept": False}, None
-        fallback = DistanceFallback(weights_of[choice], support_centroids(instructions, seed), report["near"], report["far"])
+        support, center = fit_support(instructions, seed)
+        fallback = DistanceFallback(weights_of[choice], support, report["near"], report["far"], center)
         return fallback, {**report, "kept": True}, _regime_examples(candidates[choice], fallback.near, fallback.far)
 
     def _train_and_score(self, queries, train_index: list[int], score_index: list[int], ranker_config: RankerConfig,
@@ -480,8 +482,7 @@ class LanguageRanker:
                              "need one instruction per row of scores")
         if fallback is None:  # a calibration by regime without its fallback: every instruction is near
             return torch.zeros(instructions.shape[:-1] + (1,) * (scores.dim() - instructions.dim() + 1))
-        shares = ramp(support_distances(instructions.reshape(-1, instructions.shape[-1]).cpu(), fallback.support),
-                      fallback.near, fallback.far).float()
+        shares = ramp(fallback.distances(instructions.reshape(-1, instructions.shape[-1])), fallback.near, fallback.far).float()
         return shares.reshape(instructions.shape[:-1] + (1,) * (scores.dim() - instructions.dim() + 1))
 
     def probability_store(self, store: FeatureStore, index=None, scores: Tensor | None = None) -> Tensor:

@@ -6,10 +6,18 @@ The free signals (mean log-prob, vote share, weighted vote) mean the same thing 
 So the fused weights w(i) of an instruction i move towards free-signal weights g (the ranker's
 weight 0) as i gets farther from the training instructions:
 
-    d(i)  = 1 - max_c cos(i, support_c)                  support: (S, H) unit k-means centroids
-                                                         of the training instructions
+    d(i)  = 1 - max_c cos(i - m, support_c)              m: (H,) mean of the training instructions;
+                                                         support: (S, H) unit k-means centroids
+                                                         of the centred training instructions
     share = 0 if d <= near, 1 if d >= far, linear between
     w'(i) = (1 - share) * w(i) + share * g
+
+Why centred: the hidden states share a large common component, so raw cosines between any two
+instructions are close to 1 and every distance is squeezed near 0 (at layer 18 of the embedded
+model, about 0.001 within a task family and 0.02 to the other families, with the families
+overlapping). Without the shared mean the same distances spread out (about 0.01-0.06 within a
+family, 0.45-1.1 to a family left out) and a rule chosen on them carries over to new families.
+A card saved before the centring has no mean (`center` None): it keeps its raw cosines.
 
 Because fused scores are linear in the weights, the blended score is the same blend of the two
 fused scores, which is what `choose_fallback` evaluates.
@@ -48,6 +56,7 @@ import torch
 from torch import Tensor
 
 from ranker.evaluation.metrics import best_of_n_accuracy
+from ranker.rankers.clustering import support_centroids
 
 QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)  # the grid of `near` and `far`, as quantiles of the distances
 NEVER = float("inf")
@@ -61,22 +70,29 @@ class DistanceFallback:
     """Free-signal weights and the distances over which an instruction's fused weights move to them."""
 
     weights: dict[str, float]  # the fallback's weights (ranker 0), absolute units
-    support: Tensor  # (S, H) unit-norm centroids of the training instructions
+    support: Tensor  # (S, H) unit-norm centroids of the centred training instructions
     near: float  # cosine distance up to which the fused weights apply unchanged
     far: float  # cosine distance from which only the fallback weights apply (>= near)
+    center: Tensor | None = None  # (H,) mean of the training instructions; None: raw cosines (older cards)
 
     def __post_init__(self) -> None:
         if self.support.dim() != 2 or self.support.shape[0] == 0:
             raise ValueError(f"fallback support must be (S, H) with S >= 1, got {tuple(self.support.shape)}")
+        if self.center is not None and tuple(self.center.shape) != (self.support.shape[1],):
+            raise ValueError(f"fallback center must be ({self.support.shape[1]},) like the support's features, "
+                             f"got {tuple(self.center.shape)}")
         if not self.far >= self.near:
             raise ValueError(f"fallback far ({self.far}) must be >= near ({self.near})")
 
     def distance(self, instruction: Tensor) -> float:
-        """1 - the largest cosine between the instruction (H,) and a support centroid."""
+        """1 - the largest cosine between the centred instruction (H,) and a support centroid."""
         if instruction.shape[-1] != self.support.shape[1]:
             raise ValueError(f"instruction has {instruction.shape[-1]} features, the fallback support {self.support.shape[1]}")
-        unit = torch.nn.functional.normalize(instruction.float().cpu().flatten(), dim=0)
-        return float(1.0 - (self.support @ unit).max())
+        return float(self.distances(instruction.reshape(1, -1))[0])
+
+    def distances(self, instructions: Tensor) -> Tensor:
+        """(M,) `distance` of each instruction (M, H)."""
+        return support_distances(instructions.cpu(), self.support, self.center)
 
     def share(self, distance: float) -> float:
         """How much of the fallback's weights an instruction at `distance` gets, in [0, 1]."""
@@ -95,8 +111,9 @@ class DistanceFallback:
         return {"weights": dict(self.weights), "near": self.near, "far": self.far}
 
     @classmethod
-    def from_dict(cls, data: dict, support: Tensor) -> "DistanceFallback":
-        return cls({str(k): float(v) for k, v in data["weights"].items()}, support, float(data["near"]), float(data["far"]))
+    def from_dict(cls, data: dict, support: Tensor, center: Tensor | None = None) -> "DistanceFallback":
+        return cls({str(k): float(v) for k, v in data["weights"].items()}, support, float(data["near"]), float(data["far"]),
+                   center)
 
 
 def ramp(distance: float | Tensor, near: float, far: float) -> float | Tensor:
@@ -112,9 +129,17 @@ def ramp(distance: float | Tensor, near: float, far: float) -> float | Tensor:
     return (distance - near) / (far - near)
 
 
-def support_distances(instructions: Tensor, support: Tensor) -> Tensor:
-    """(M,) 1 - max cosine of each instruction (M, H) to the unit centroids (S, H)."""
-    unit = torch.nn.functional.normalize(instructions.float(), dim=1)
+def fit_support(instructions: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    """(support (S, H), center (H,)): the training instructions' (M, H) mean, and unit k-means
+    centroids of the instructions minus it (`support_centroids`), what `support_distances` measures against."""
+    center = instructions.float().mean(dim=0)
+    return support_centroids(instructions.float() - center, seed), center
+
+
+def support_distances(instructions: Tensor, support: Tensor, center: Tensor | None = None) -> Tensor:
+    """(M,) 1 - max cosine of each instruction (M, H), minus `center` (H,) when given, to the unit centroids (S, H)."""
+    points = instructions.float() if center is None else instructions.float() - center.float()
+    unit = torch.nn.functional.normalize(points, dim=1)
     return 1.0 - (unit @ support.T).max(dim=1).values
 
 

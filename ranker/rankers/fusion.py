@@ -395,6 +395,8 @@ class Fusion:
         tensors = {} if self.centroids is None else {"fusion_centroids": self.centroids}
         if self.fallback is not None:
             tensors["fallback_support"] = self.fallback.support
+            if self.fallback.center is not None:
+                tensors["fallback_center"] = self.fallback.center
         return tensors
 
     def to_dict(self) -> dict:
@@ -415,7 +417,7 @@ class Fusion:
             if "fallback_support" not in tensors:
                 raise ValueError("the card has a fusion fallback but its support centroids are missing")
             _card_weights(fallback["weights"])
-            fallback = DistanceFallback.from_dict(fallback, tensors["fallback_support"])
+            fallback = DistanceFallback.from_dict(fallback, tensors["fallback_support"], tensors.get("fallback_center"))
         return cls(weights, tensors.get("fusion_centroids"), global_weights, fallback)
 
 

@@ -11,6 +11,7 @@ from ranker.rankers.calibration import MIN_REGIME_WEIGHT, PlattCalibration, fit_
 from ranker.rankers.estimator import LanguageRanker
 from ranker.rankers.fallback import ramp, support_distances
 from tests.ranker.rankers.test_fallback import _vote_wins_queries
+from tests.ranker.rankers.fallback_points import beyond_support, on_support
 
 
 def sigmoid(x: float) -> float:
@@ -76,7 +77,7 @@ def test_a_ranker_with_a_fallback_is_calibrated_by_regime(fitted, tmp_path):
     calibration, fallback = ranker.calibration_, ranker.fusion.fallback
     assert fallback is not None and calibration.by_regime and calibration.source == "out_of_fold"
     q = queries[2]
-    near, far = fallback.support[0] * 3, -fallback.support.mean(0) * 10
+    near, far = on_support(fallback), beyond_support(fallback)
     assert fallback.share(fallback.distance(near)) == 0.0 and fallback.share(fallback.distance(far)) == 1.0
     for instruction, (a, b) in ((near, (calibration.a, calibration.b)), (far, (calibration.far_a, calibration.far_b))):
         scores = ranker.score(instruction, q.responses, q.mean_logprob, q.vote_keys)
@@ -104,7 +105,7 @@ def test_far_prompts_get_probabilities_from_the_far_pair_not_the_near_one(fitted
     queries, ranker = fitted
     calibration, fallback = ranker.calibration_, ranker.fusion.fallback
     fresh = _vote_wins_queries(96, seed=5)
-    far = -fallback.support.mean(0) * 10
+    far = beyond_support(fallback)
     scores = torch.cat([ranker.score(far, q.responses, q.mean_logprob, q.vote_keys) for q in fresh])
     labels = torch.cat([q.labels for q in fresh])
     by_regime = torch.cat([ranker.probability_correct(ranker.score(far, q.responses, q.mean_logprob, q.vote_keys), far)
@@ -123,7 +124,7 @@ def test_far_prompts_get_probabilities_from_the_far_pair_not_the_near_one(fitted
 def test_the_fallback_shares_follow_the_ramp(fitted):
     queries, ranker = fitted
     fallback = ranker.fusion.fallback
-    instructions = torch.stack([q.instruction for q in queries[:10]] + [-fallback.support.mean(0) * 10])
+    instructions = torch.stack([q.instruction for q in queries[:10]] + [beyond_support(fallback)])
     shares = ranker._fallback_shares(instructions, torch.zeros(11, 8))
-    expected = ramp(support_distances(instructions, fallback.support), fallback.near, fallback.far).float()[:, None]
+    expected = ramp(support_distances(instructions, fallback.support, fallback.center), fallback.near, fallback.far).float()[:, None]
     assert shares.shape == (11, 1) and torch.equal(shares, expected) and shares[-1].item() == 1.0

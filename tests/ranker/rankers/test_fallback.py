@@ -14,12 +14,15 @@ from ranker.rankers.fallback import (
     FallbackExamples,
     choose_fallback,
     choose_fallback_weights,
+    fit_support,
     ramp,
     support_distances,
 )
+from ranker.rankers.clustering import support_centroids
 from ranker.rankers.fusion import Fusion, fuse, vote_shares, weighted_vote_log_shares
 from ranker.rankers.synthetic import make_synthetic_queries
 from ranker.rankers.training_groups import RankingQuery
+from tests.ranker.rankers.fallback_points import beyond_support, on_support
 from tests.ranker.rankers.test_fusion import _with_signals
 
 
@@ -29,6 +32,37 @@ def test_distance_is_one_minus_the_best_cosine():
     assert fallback.distance(torch.tensor([2.0, 0.0])) == pytest.approx(0.0)
     assert fallback.distance(torch.tensor([1.0, 1.0])) == pytest.approx(1 - 1 / math.sqrt(2))  # 0.293
     assert support_distances(torch.tensor([[3.0, 0.0], [-1.0, 0.0]]), support).tolist() == pytest.approx([0.0, 1.0])
+
+
+def test_distances_are_measured_from_the_center():
+    support = torch.tensor([[1.0, 0.0]])
+    fallback = DistanceFallback({"ranker": 0.0}, support, near=0.1, far=0.3, center=torch.tensor([5.0, 5.0]))
+    assert fallback.distance(torch.tensor([7.0, 5.0])) == pytest.approx(0.0)
+    assert fallback.distance(torch.tensor([5.0, 6.0])) == pytest.approx(1.0)  # raw, its cosine to (1, 0) is 0.64
+    assert fallback.distances(torch.tensor([[7.0, 5.0], [3.0, 5.0]])).tolist() == pytest.approx([0.0, 2.0])
+    with pytest.raises(ValueError, match=r"center must be \(2,\)"):
+        DistanceFallback({}, support, near=0.1, far=0.3, center=torch.zeros(3))
+
+
+def test_centring_separates_families_that_share_a_large_common_component():
+    """Hidden states share a large mean: raw cosines squeeze every distance near 0, centred ones keep
+    a left-out family far away. Three families: a shared offset of norm 100 plus a family direction of norm 3
+    and noise of norm ~0.3."""
+    gen = torch.Generator().manual_seed(0)
+    dims = 32
+    offset = 100 * torch.nn.functional.normalize(torch.ones(dims), dim=0)
+    directions = 3 * torch.eye(dims)[:3]
+    points = torch.cat([offset + directions[f] + 0.05 * torch.randn(40, dims, generator=gen) for f in range(3)])
+    family = torch.arange(3).repeat_interleave(40)
+    train, held_in, left_out = (family != 2) & (torch.arange(120) % 2 == 0), (family != 2) & (torch.arange(120) % 2 == 1), family == 2
+    raw_support = support_centroids(points[train], seed=0)
+    raw_in, raw_out = support_distances(points[held_in], raw_support), support_distances(points[left_out], raw_support)
+    support, center = fit_support(points[train], seed=0)
+    assert torch.allclose(center, points[train].mean(0))
+    centred_in = support_distances(points[held_in], support, center)
+    centred_out = support_distances(points[left_out], support, center)
+    assert float(raw_out.max()) < 0.002 and float(raw_in.max()) < 0.002  # all squeezed together
+    assert float(centred_in.max()) < 0.05 and float(centred_out.min()) > 0.5  # a gap a ramp can sit in
 
 
 def test_ramp_and_blend():
@@ -81,11 +115,13 @@ def test_fit_chooses_saves_and_loads_a_fallback(tmp_path):
     assert report["weights"]["ranker"] == 0.0
     assert report["chosen"]["pooled"] >= report["never"]["pooled"]
     # Whatever the rule chose, a fusion with a fallback survives the checkpoint.
+    assert ranker.fusion.fallback is None or ranker.fusion.fallback.center is not None  # fit always centres
     support = torch.nn.functional.normalize(torch.randn(3, 16), dim=1)
-    ranker.fusion_.fallback = DistanceFallback({"ranker": 0.0, "mean_logprob": 1.5}, support, 0.2, 0.4)
+    center = torch.randn(16)
+    ranker.fusion_.fallback = DistanceFallback({"ranker": 0.0, "mean_logprob": 1.5}, support, 0.2, 0.4, center)
     ranker.save(tmp_path / "r")
     loaded = LanguageRanker.load(tmp_path / "r")
-    assert torch.equal(loaded.fusion.fallback.support, support)
+    assert torch.equal(loaded.fusion.fallback.support, support) and torch.equal(loaded.fusion.fallback.center, center)
     assert loaded.fusion.fallback.to_dict() == ranker.fusion.fallback.to_dict()
     loaded.fusion_.weights = [{"ranker": 1.0}]  # no fused signal in any cluster: the fallback still fuses far away
     assert loaded.fused
@@ -163,7 +199,7 @@ def test_fit_chooses_the_weighted_vote_where_only_it_is_right(vote_ranker):
     assert all("weighted_vote" not in weights for weights in ranker.fusion.weights)
     # Far from the training instructions a score is the weighted vote's: the best log-prob of the heaviest answer.
     q = queries[1]
-    far = -ranker.fusion.fallback.support.mean(0) * 10
+    far = beyond_support(ranker.fusion.fallback)
     assert ranker.fusion.fallback.share(ranker.fusion.fallback.distance(far)) == 1.0
     picked = ranker.select(far, q.responses, q.mean_logprob, q.vote_keys)
     assert q.labels[picked] == 1.0
@@ -175,9 +211,10 @@ def test_an_old_card_without_the_weighted_vote_loads_and_scores_as_before(vote_r
     queries, ranker = vote_ranker[0], copy.deepcopy(vote_ranker[1])
     support = ranker.fusion.fallback.support
     old = {"ranker": 0.0, "mean_logprob": 0.61, "vote_share": 2.97}  # what the fitted fallback looked like
+    # A card saved before the centring: no center, raw cosines.
     ranker.fusion_ = Fusion([{"ranker": 1.0, "mean_logprob": 0.5, "vote_share": 2.0}], fallback=DistanceFallback(old, support, 0.2, 0.4))
     q = queries[3]
-    near, far = support[0] * 3, -support.mean(0) * 10  # distance 0 (share 0) and share 1
+    near, far = on_support(ranker.fusion_.fallback), beyond_support(ranker.fusion_.fallback)  # share 0 and share 1
     before = [ranker.score(i, q.responses, q.mean_logprob, q.vote_keys) for i in (near, far)]
     ranker.save(tmp_path / "old")
     card = json.loads((tmp_path / "old" / "card.json").read_text())

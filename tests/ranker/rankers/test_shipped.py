@@ -9,8 +9,9 @@ import torch
 from ranker.capture.fingerprint import ModelFingerprint
 from ranker.core.cards import CARD_NAME
 from ranker.rankers.calibration import PlattCalibration
-from ranker.rankers.fallback import ramp, support_distances
+from ranker.rankers.fallback import ramp
 from ranker.rankers.shipped import SHIPPED_RANKERS, existing_shipped, load_compatible, load_for_model
+from tests.ranker.rankers.fallback_points import beyond_support, on_support
 
 EMBEDDED = ModelFingerprint("gguf:SmolLM2-135M-Instruct.Q4_1.gguf",
                             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 30, 576)
@@ -32,9 +33,9 @@ def test_shipped_cards_load_with_their_fusion_weights_and_calibration_exactly(na
     cal = ranker.calibration_
     assert cal.by_regime  # the shipped cards have a fallback, so their scores are calibrated by regime
     # By regime: an instruction on a training centroid gets the near pair; one far away blends in the far pair
-    support = ranker.fusion.fallback.support
-    near_q, far_q = support[0].clone(), -support.sum(0)
-    far_share = float(ramp(support_distances(far_q[None], support), ranker.fusion.fallback.near, ranker.fusion.fallback.far))
+    fallback = ranker.fusion.fallback
+    near_q, far_q = on_support(fallback), beyond_support(fallback)
+    far_share = float(ramp(fallback.distances(far_q[None]), fallback.near, fallback.far))
     assert far_share > 0.5  # the opposite of every centroid is far from the training data
     for q, share in ((near_q, 0.0), (far_q, far_share)):
         scores = ranker.score(q, torch.eye(4, ranker.n_features_in_), torch.full((4,), -0.5), ["1", "1", "2", None])
