@@ -24,6 +24,11 @@ families but one, by the issue's own criterion there (the worst family's margin 
 reference, then the mean), and scored on the family left out, as leave-one-family-out would
 choose it. The same choice made on all families (in sample, so optimistic) is printed beside it.
 
+The third part asks what the fallback's own way of choosing would give with more rules to choose
+from: one fixed vote rule (any beta, any added log-prob weight) picked by its prompt-weighted
+accuracy on the other families, as `ranker.rankers.fallback` picks its rule by pooled best-of-N on
+held-out training clusters, and scored on the family left out.
+
     PYTHONPATH=. .venv/bin/python bench/free_rules_by_family.py --store data/suite
 """
 
@@ -144,6 +149,27 @@ def adaptive_lofo(outcomes: pd.DataFrame, best_reference: pd.Series) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def pooled_choice_lofo(table: pd.DataFrame, best_reference: pd.Series) -> pd.DataFrame:
+    """Per family: the fixed vote rule (`vote_beta_*`, `vote_plus_*`) with the best prompt-weighted
+    accuracy on the other families, the fallback's own criterion (pooled best-of-N on held-out
+    training clusters, ranker.rankers.fallback), and its accuracy and margin on the left-out family.
+
+    table: family, rule, prompts, accuracy (points), as `family_accuracy` pooled over the splits.
+    """
+    wide = table.pivot(index="family", columns="rule", values="accuracy")
+    prompts = table.groupby("family").prompts.first()
+    rules = [rule for rule in wide.columns if rule.startswith("vote_")]
+    rows = []
+    for left_out in wide.index:
+        rest = wide.index != left_out
+        pooled = {rule: float((wide.loc[rest, rule] * prompts[rest]).sum() / prompts[rest].sum()) for rule in rules}
+        rule = max(rules, key=lambda r: (round(pooled[r], 9), -rules.index(r)))  # ties: the first listed
+        rows.append({"left-out family": left_out, "rule chosen on the others": rule, "pooled accuracy there": pooled[rule],
+                     "accuracy": float(wide.loc[left_out, rule]), "best reference": float(best_reference[left_out]),
+                     "margin": float(wide.loc[left_out, rule] - best_reference[left_out])})
+    return pd.DataFrame(rows)
+
+
 def verdict(table: pd.DataFrame, margin: float) -> pd.DataFrame:
     """Per rule: its mean over families, its mean margin over each reference, and the families it loses by > margin."""
     wide = table.pivot(index="family", columns="rule", values="accuracy")
@@ -207,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# per-prompt rules, chosen on the other families (margin: the left-out family's accuracy minus the best of "
           f"{', '.join((*REFERENCES, best_deepconf))}; the last row's worst family)")
     print(markdown(adaptive))
+    print()
+    print("# one fixed vote rule, chosen on the other families by prompt-weighted accuracy (the fallback's criterion)")
+    print(markdown(pooled_choice_lofo(table, best_reference)))
 
 
 if __name__ == "__main__":

@@ -72,3 +72,21 @@ def test_a_rule_that_only_fits_the_training_families_is_scored_on_the_left_out_o
     assert row["rule (statistic, threshold, beta low, beta high)"] == "logprob_spread, 1.25, 0, 8"
     assert row["worst margin where chosen"] == 100.0  # perfect on a and b, whose references are at 0
     assert row["accuracy"] == 0.0 and row["margin"] == -75.0  # and wrong on every c prompt
+
+
+def test_the_pooled_choice_weighs_the_other_families_by_their_prompts():
+    # beta 1 wins on the big family a, beta 2 on the small family b; c is left out and prefers beta 2.
+    accuracy = {"a": {"vote_beta_1": 60.0, "vote_beta_2": 50.0}, "b": {"vote_beta_1": 10.0, "vote_beta_2": 30.0},
+                "c": {"vote_beta_1": 20.0, "vote_beta_2": 40.0}}
+    prompts = {"a": 150, "b": 40, "c": 40}
+    table = pd.DataFrame([{"family": f, "rule": r, "prompts": prompts[f], "accuracy": v}
+                          for f, rules in accuracy.items() for r, v in [*rules.items(), ("max_logprob", 0.0)]])
+    best = pd.Series({"a": 55.0, "b": 20.0, "c": 35.0})
+    rows = bench.pooled_choice_lofo(table, best).set_index("left-out family")
+    # Without c: beta 1 pools (60 x 150 + 10 x 40) / 190 = 49.5, beta 2 (50 x 150 + 30 x 40) / 190 = 45.8
+    assert rows.loc["c", "rule chosen on the others"] == "vote_beta_1"
+    assert rows.loc["c", "pooled accuracy there"] == pytest.approx(9400 / 190)
+    assert rows.loc["c", "accuracy"] == 20.0 and rows.loc["c", "margin"] == -15.0  # c wanted beta 2
+    # Without a the two small families decide: beta 2 (35.0 against 15.0), which a does not want
+    assert rows.loc["a", "rule chosen on the others"] == "vote_beta_2" and rows.loc["a", "margin"] == -5.0
+    assert "max_logprob" not in set(rows["rule chosen on the others"])  # only the vote rules are candidates
