@@ -40,7 +40,7 @@ def distance_rows(store: FeatureStore, layer: int, seed: int) -> list[dict]:
     families = pd.Series(store.families)
     rows = []
     for family in families.unique():
-        own = torch.as_tensor((families == family).to_numpy())
+        own = torch.tensor((families == family).to_numpy())
         held_in = own & (torch.arange(len(families)) % 2 == 1)
         for name, (held, train) in {"in domain": (held_in, ~held_in), "left out": (own, ~own)}.items():
             raw = support_distances(instructions[held], support_centroids(instructions[train], seed))

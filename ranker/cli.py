@@ -20,7 +20,7 @@ DEFAULT_FAMILIES = ("arithmetic,word_problem,function_call,code,comparison,unit_
 # Families that the embedded SmolLM2-135M-Instruct sometimes gets right at their default
 # difficulty (calibration: see the README's results section). function_call and unit_conversion
 # never did there, so they add no positive example to train on and no room for ranking.
-EXPERIMENT_FAMILIES = "arithmetic,word_problem,code,comparison,table_lookup,counting,list_position,weekday"
+EXPERIMENT_FAMILIES = "arithmetic,word_problem,code,comparison,table_lookup,counting,list_position,weekday,phrased_arithmetic"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
