@@ -37,9 +37,10 @@ def _accuracy(test: FeatureStore, rankers: dict, seed: int, votes: bool = False)
     return evaluate_selection(test, scorers, n=min(MAIN_N, test.num_candidates), draws=DRAWS, seed=seed, vote_weights=weights)
 
 
-def _fused_rankers(train: FeatureStore, layer: int, seed: int, kinds: Sequence[str] = ("list", "point")) -> dict[str, LanguageRanker]:
-    """The shipped configuration, List and/or Point, trained on `train`."""
-    return {f"{kind}_ranker": train_on_store(train, layer, kind=kind, seed=seed) for kind in kinds}
+def _fused_rankers(train: FeatureStore, layer: int, seed: int, kinds: Sequence[str] = ("list", "point"),
+                   hyperparams: Mapping | None = None) -> dict[str, LanguageRanker]:
+    """The shipped configuration, List and/or Point, trained on `train` (`hyperparams` change it, e.g. for a bench)."""
+    return {f"{kind}_ranker": train_on_store(train, layer, kind=kind, seed=seed, **(hyperparams or {})) for kind in kinds}
 
 
 def _quiet(message: str) -> None:
@@ -85,7 +86,8 @@ def main_table(train: FeatureStore, test: FeatureStore, layer: int, seeds: Seque
 
 
 def leave_one_family_out(train: FeatureStore, test: FeatureStore, layer: int, seeds: Sequence[int],
-                         log: Log = _quiet, kinds: Sequence[str] = ("list", "point")) -> dict[str, list[dict]]:
+                         log: Log = _quiet, kinds: Sequence[str] = ("list", "point"),
+                         hyperparams: Mapping | None = None) -> dict[str, list[dict]]:
     """Generalisation to task families never trained on, and the reliability of P(correct) there.
 
     For every family F, the shipped configuration is trained on the other families' training
@@ -94,6 +96,7 @@ def leave_one_family_out(train: FeatureStore, test: FeatureStore, layer: int, se
     nothing of F was trained on, so both are unseen. Every baseline is scored on the same draws.
 
     kinds: which of the shipped rankers to train ("list", "point"); each costs one fit per family and seed.
+    hyperparams: LanguageRanker hyperparameters that replace the shipped configuration's (None: as shipped).
     Returns two tables:
     - "lofo": family, method, seed, accuracy, prompts;
     - "calibration": the reliability bins of P(correct) (setting, kind, seed, ece, lower, upper,
@@ -103,11 +106,11 @@ def leave_one_family_out(train: FeatureStore, test: FeatureStore, layer: int, se
     """
     accuracy_rows, predictions = [], {}
     for seed in seeds:
-        for name, ranker in _fused_rankers(train, layer, seed, kinds).items():
+        for name, ranker in _fused_rankers(train, layer, seed, kinds, hyperparams).items():
             predictions.setdefault(("held_out", name, seed), []).append(_probabilities(ranker, test))
         for family in sorted(set(train.families)):
             rest = train.subset([i for i, f in enumerate(train.families) if f != family])
-            rankers = _fused_rankers(rest, layer, seed, kinds)
+            rankers = _fused_rankers(rest, layer, seed, kinds, hyperparams)
             totals, prompts = {}, 0
             for store in (train, test):
                 held = store.subset([i for i, f in enumerate(store.families) if f == family])

@@ -21,8 +21,10 @@ Score fusion (`ranker.rankers.fusion`): when `fusion` is on (the default) and th
 a * s_k + b * mean_logprob_k + c * vote_share_k; scoring then needs what was fused (the
 candidates' mean log-probs, their answer keys). The weights a, b, c depend on the instruction's
 cluster (k-means on the training instructions, the number of clusters cross-validated; see
-`ranker.rankers.fusion.Fusion`). `fused == False` is the hidden-state ranker alone (the paper's ranker;
-`fusion=False` forces it).
+`ranker.rankers.fusion.Fusion`). With `fusion_cluster_rules` (on by default) a cluster may instead
+score with a parameter-free rule (max mean log-prob, or the log-prob-weighted vote) where that picks
+better on its out-of-fold scores, if cross-validation says rules help at all (`CLUSTER_RULES`).
+`fused == False` is the hidden-state ranker alone (the paper's ranker; `fusion=False` forces it).
 
 Fallback (`ranker.rankers.fallback`, `fusion_fallback`, on by default, with at least fusion_domains x
 MIN_CLUSTER_QUERIES training queries): for instructions far from the training ones the weights move
@@ -95,6 +97,7 @@ from ranker.rankers.fallback import (
     support_distances,
 )
 from ranker.rankers.fusion import (
+    CLUSTER_RULES,
     FUSION_HYPERPARAMS,
     MIN_CLUSTER_QUERIES,
     RANKER_ONLY,
@@ -221,9 +224,11 @@ class LanguageRanker:
         if fusion_config.enabled and fusion_config.signals:
             every = pool_signals(queries) if streaming else [query_signals(q) for q in queries]
             signals = [{k: v for k, v in s.items() if k in fusion_config.signals} for s in every]
-            # The fallback's fixed rule reads the weighted vote whether or not it is fused (module docstring).
+            # The fallback's fixed rule and the clusters' rules read the weighted vote whether or not it is
+            # fused (module docstring).
             rule_names = [name for name in WEIGHTED_VOTE_RULE if name != "ranker"]
-            if (fusion_config.fallback and signal_inputs(rule_names) <= signal_inputs(fusion_config.signals)
+            if ((fusion_config.fallback or fusion_config.cluster_rules)
+                    and signal_inputs(rule_names) <= signal_inputs(fusion_config.signals)
                     and all(name in s for s in every for name in rule_names)):
                 rule_signals = [{name: s[name] for name in rule_names} for s in every]
             del every
@@ -262,23 +267,24 @@ class LanguageRanker:
                 oof[i] = scores
         labels, instructions = self._labels_and_instructions(queries)
         fusion, report, regimes = Fusion([dict(RANKER_ONLY)]), None, None
-        if fuse_signals:
-            fusion, report = fit_fusion(oof, signals, labels, instructions, l2=fusion_config.l2,
-                                        clusters=fusion_config.clusters, seed=train_config.seed)
-            if fusion_config.fallback and len(queries) >= fusion_config.domains * MIN_CLUSTER_QUERIES:
-                fusion.fallback, report["fallback"], regimes = self._fit_fallback(
-                    queries, signals, oof, parts, labels, instructions, fusion, ranker_config, train_config, fusion_config,
-                    rule_signals)
         if not fuse_signals:  # ranker-only: the raw scores are the fused ones (no float64 copy of every row)
             return fusion, report, oof, None
-        if fusion.fallback is not None and rule_signals is not None:  # the fallback's weights may read the weighted vote
-            signals = [{**s, **r} for s, r in zip(signals, rule_signals)]
-        fused = [combine(fusion.weights_for(instructions[i]), oof[i], signals[i]).float() for i in range(len(queries))]
+        fusion, report = fit_fusion(oof, signals, labels, instructions, l2=fusion_config.l2,
+                                    clusters=fusion_config.clusters, seed=train_config.seed,
+                                    rules=CLUSTER_RULES if fusion_config.cluster_rules else None,
+                                    rule_signals=rule_signals)
+        # What the fused weights may read: a cluster's rule or the fallback's may name the weighted vote.
+        scoring = [{**s, **r} for s, r in zip(signals, rule_signals)] if rule_signals is not None else signals
+        if fusion_config.fallback and len(queries) >= fusion_config.domains * MIN_CLUSTER_QUERIES:
+            fusion.fallback, report["fallback"], regimes = self._fit_fallback(
+                queries, signals, oof, parts, labels, instructions, fusion, ranker_config, train_config, fusion_config,
+                rule_signals, scoring)
+        fused = [combine(fusion.weights_for(instructions[i]), oof[i], scoring[i]).float() for i in range(len(queries))]
         return fusion, report, fused, regimes
 
     def _fit_fallback(self, queries, signals, oof, parts, labels, instructions, fusion: Fusion, ranker_config: RankerConfig,
                       train_config: TrainConfig, fusion_config: FusionConfig,
-                      rule_signals: list[dict[str, Tensor]] | None = None
+                      rule_signals: list[dict[str, Tensor]] | None = None, scoring: list[dict[str, Tensor]] | None = None
                       ) -> tuple[DistanceFallback | None, dict, tuple[list[Tensor], Tensor, list[Tensor]] | None]:
         """The free-signal fallback, its weights and its rule, chosen on held-out folds and held-out instruction
         clusters (ranker.rankers.fallback); None when the best rule never falls back or no candidate weights exist.
@@ -286,9 +292,11 @@ class LanguageRanker:
         The candidates are the free weights fitted on `signals` ("fitted") and, when `rule_signals` is given
         (per query, the signals it reads), WEIGHTED_VOTE_RULE ("weighted_vote"). The out-of-domain rankers are
         trained once and score every candidate. Returns (fallback, report, the kept fallback's calibration
-        examples or None: `_regime_examples`).
+        examples or None: `_regime_examples`). scoring: per query, what the fusion's weights read (`signals`, plus
+        `rule_signals` when a cluster's rule may name them); default `signals`.
         """
         Q, seed, l2 = len(queries), train_config.seed, fusion_config.l2
+        scoring = signals if scoring is None else scoring
         pick = lambda values, index: [values[i] for i in index]  # noqa: E731
         free, _ = fit_weights(oof, signals, labels, l2, use_ranker=False)
         if not free and rule_signals is None:
@@ -297,7 +305,7 @@ class LanguageRanker:
         in_distances = torch.zeros(Q)
         for held in parts:
             in_distances[held] = support_distances(instructions[held], *fit_support(instructions[_rest(Q, held)], seed))
-        in_fused = [combine(fusion.weights[fusion.cluster_of(instructions[i])], oof[i], signals[i]) for i in range(Q)]
+        in_fused = [combine(fusion.weights[fusion.cluster_of(instructions[i])], oof[i], scoring[i]) for i in range(Q)]
         # Out of domain: each instruction cluster scored by a ranker, weights and support fitted without it.
         _, domain_of = kmeans(instructions, fusion_config.domains, seed)
         held_order, raw_scores, fused, fitted_free, distances = [], [], [], [], []

@@ -48,6 +48,15 @@ Signals do not help every task alike, so the weights may depend on the instructi
 over the training queries' out-of-fold scores. Step 4 then compares the cross-validated
 best-of-N of the chosen weights with the ranker alone.
 
+The logistic fit optimises a cross-entropy, not best-of-N, and its ridge pulls a cluster's
+weights towards the global ones; on a cluster where one free signal alone picks best (max mean
+log-prob on arithmetic, where the model often repeats one wrong answer) the fitted weights can
+still lose to it. So with `cluster_rules` a cluster may instead use a parameter-free rule of
+CLUSTER_RULES (ranker weight 0): the one among the fitted weights and the rules with the best
+best-of-N on the cluster's own out-of-fold scores (ties: the fitted weights, which that
+in-sample count already flatters). Whether rules are offered at all is cross-validated with the
+number of clusters (ties: no rules).
+
 A signal that some training query lacks (no log-probs, no answer keys) is not fused, and neither
 is one that never varies within a query.
 """
@@ -65,7 +74,7 @@ from ranker.core.cards import CardEntry
 from ranker.evaluation.metrics import best_of_n_accuracy
 from ranker.evaluation.voting_rules import LOGPROB_VOTE_BETA
 from ranker.rankers.clustering import kmeans
-from ranker.rankers.fallback import DistanceFallback
+from ranker.rankers.fallback import WEIGHTED_VOTE_RULE, DistanceFallback
 from ranker.rankers.training_groups import QueryLike, StorePool
 
 SIGNALS = ("mean_logprob", "vote_share", "weighted_vote")  # every free signal a weight may name
@@ -75,9 +84,13 @@ WEIGHTED_VOTE_BETA = LOGPROB_VOTE_BETA
 # What each signal is computed from: the inputs `fuse` (and LanguageRanker.score) then needs.
 SIGNAL_INPUTS = {"mean_logprob": ("mean_logprob",), "vote_share": ("vote_keys",), "weighted_vote": ("mean_logprob", "vote_keys")}
 RANKER_ONLY = {"ranker": 1.0}
+# The parameter-free rules a cluster may use instead of its fitted weights (module docstring): max mean
+# log-prob, and the log-prob-weighted vote (its ties within the winning answer broken by the mean log-prob).
+CLUSTER_RULES = {"max_logprob": {"ranker": 0.0, "mean_logprob": 1.0}, "weighted_vote": dict(WEIGHTED_VOTE_RULE)}
 # LanguageRanker's hyperparameter names of the FusionConfig fields (they predate the config).
 FUSION_HYPERPARAMS = {"fusion": "enabled", "fusion_folds": "folds", "fusion_l2": "l2", "fusion_signals": "signals",
-                      "fusion_clusters": "clusters", "fusion_fallback": "fallback", "fusion_domains": "domains"}
+                      "fusion_clusters": "clusters", "fusion_fallback": "fallback", "fusion_domains": "domains",
+                      "fusion_cluster_rules": "cluster_rules"}
 
 
 @dataclass
@@ -100,6 +113,10 @@ class FusionConfig(CardEntry):
     # chosen on `domains` held-out instruction clusters (ranker.rankers.fallback).
     fallback: bool = True
     domains: int = 4
+    # Let a cluster use a parameter-free rule (CLUSTER_RULES) where that picks better than its
+    # fitted weights, if cross-validation says rules help (`fit_fusion`). Cards saved before this
+    # field existed were fitted without rules, and load with False.
+    cluster_rules: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -115,9 +132,18 @@ class FusionConfig(CardEntry):
             raise ValueError(f"fusion_fallback must be True or False, got {self.fallback!r}")
         if isinstance(self.domains, bool) or not isinstance(self.domains, int) or self.domains < 2:
             raise ValueError(f"fusion_domains must be an int >= 2, got {self.domains!r}")
+        if not isinstance(self.cluster_rules, bool):
+            raise ValueError(f"fusion_cluster_rules must be True or False, got {self.cluster_rules!r}")
         self.signals = tuple(self.signals)
         if not self.signals or any(name not in SIGNALS for name in self.signals):
             raise ValueError(f"fusion_signals must be a non-empty subset of {SIGNALS}, got {self.signals!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FusionConfig":
+        """The config of a card; a card without `cluster_rules` was fitted before rules existed (False)."""
+        if isinstance(data, dict) and "cluster_rules" not in data:
+            data = {**data, "cluster_rules": False}
+        return super().from_dict(data)
 
     @classmethod
     def from_hyperparams(cls, hyperparams: Mapping) -> "FusionConfig":
@@ -432,27 +458,50 @@ def _card_weights(weights: Mapping) -> dict[str, float]:
 MIN_CLUSTER_QUERIES = 20  # a cluster with fewer training queries keeps the global weights
 
 
-def _cluster_weights(oof_scores, signals, labels, assignment: Tensor, k: int, l2: float, index: list[int]):
-    """Global weights and one set per cluster, fitted on the queries in `index`."""
+def _choose_rule(weights: dict[str, float], rules: Mapping[str, Mapping[str, float]], oof_scores, scoring, labels,
+                 members: list[int]) -> tuple[str, dict[str, float]]:
+    """(name, weights): the fitted `weights` ("fitted") or the rule of `rules` with the best best-of-N on the
+    `members` queries (module docstring); ties go to the fitted weights, then to the rule listed first.
+
+    scoring: per query, every signal that the weights and the rules read."""
+    pick = lambda values: [values[i] for i in members]  # noqa: E731
+    options = {"fitted": dict(weights), **{name: dict(rule) for name, rule in rules.items()}}
+    accuracy = {name: _best_of_n([combine(w, oof_scores[i], scoring[i]) for i in members], pick(labels))
+                for name, w in options.items()}
+    best = max(options, key=lambda name: (round(accuracy[name], 12), name == "fitted"))  # max keeps the first of ties
+    return best, options[best]
+
+
+def _cluster_weights(oof_scores, signals, labels, assignment: Tensor, k: int, l2: float, index: list[int],
+                     rules: Mapping[str, Mapping[str, float]] | None = None, scoring=None):
+    """Global weights, one set per cluster and each set's source ("fitted" or a rule's name), fitted on the
+    queries in `index`. With `rules` (and `scoring`: per query, every signal they read) each cluster of at
+    least MIN_CLUSTER_QUERIES of them may take a rule instead (`_choose_rule`); smaller clusters keep the
+    global weights."""
     pick = lambda values, members: [values[i] for i in members]  # noqa: E731
     global_weights, _ = fit_weights(pick(oof_scores, index), pick(signals, index), pick(labels, index), l2, check=False)
-    if k == 1:
-        return global_weights, [global_weights]
-    per_cluster = []
-    for c in range(k):
-        members = [i for i in index if int(assignment[i]) == c]
-        if len(members) < MIN_CLUSTER_QUERIES:
+    clusters = [list(index)] if k == 1 else [[i for i in index if int(assignment[i]) == c] for c in range(k)]
+    per_cluster, sources = [], []
+    for members in clusters:
+        if len(members) < MIN_CLUSTER_QUERIES and k > 1:
             per_cluster.append(dict(global_weights))
+            sources.append("global")
             continue
-        weights, _ = fit_weights(pick(oof_scores, members), pick(signals, members), pick(labels, members), l2,
-                                 prior=global_weights, check=False)
+        weights = global_weights if k == 1 else fit_weights(
+            pick(oof_scores, members), pick(signals, members), pick(labels, members), l2, prior=global_weights,
+            check=False)[0]
+        source = "fitted"
+        if rules:
+            source, weights = _choose_rule(weights, rules, oof_scores, scoring, labels, members)
         per_cluster.append(weights)
-    return global_weights, per_cluster
+        sources.append(source)
+    return global_weights, per_cluster, sources
 
 
 def fit_fusion(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tensor]], labels: Sequence[Tensor],
                instructions: Tensor, l2: float = 0.01, clusters: Sequence[int] = (1, 2, 4, 8),
-               folds: int = 5, seed: int = 0) -> tuple[Fusion, dict]:
+               folds: int = 5, seed: int = 0, rules: Mapping[str, Mapping[str, float]] | None = None,
+               rule_signals: Sequence[Mapping[str, Tensor]] | None = None) -> tuple[Fusion, dict]:
     """Fusion weights per instruction cluster, with the number of clusters chosen by cross-validation.
 
     instructions: (Q, H) instruction features of the training queries. For every k in `clusters`
@@ -460,31 +509,47 @@ def fit_fusion(oof_scores: Sequence[Tensor], signals: Sequence[Mapping[str, Tens
     over the queries fits global + per-cluster weights on the other folds and counts best-of-N on
     the held-out one. The k with the most hits wins (ties: the smaller k); its weights are then
     fitted on every query. If the winner does not beat the ranker alone, fusion is off.
+
+    rules: parameter-free weights (e.g. CLUSTER_RULES) a cluster may take instead of its fitted ones
+    (module docstring); every k is then cross-validated with and without them, and without wins
+    ties. rule_signals: per query, signals the rules read beyond `signals` (not fitted as weights).
+    A rule that names a signal some query lacks is not offered.
     """
     Q = len(labels)
+    scoring = [{**s, **r} for s, r in zip(signals, rule_signals)] if rule_signals is not None else list(signals)
+    rules = {name: dict(rule) for name, rule in (rules or {}).items()
+             if all(n == "ranker" or all(n in s for s in scoring) for n in rule)}
     if Q < 2 * folds:  # too few queries to cross-validate clusters: one set of weights, checked in sample
         weights, report = fit_weights(oof_scores, signals, labels, l2)
         return Fusion([weights]), {**report, "clusters": 1}
     ranker_alone = _best_of_n(oof_scores, labels)
     parts = fold_indices(Q, folds, seed)
     results, assignments = {}, {}
+    options = [False, True] if rules else [False]
     for k in sorted(set(int(k) for k in clusters if 1 <= int(k) <= max(1, Q // MIN_CLUSTER_QUERIES))):
         centroids, assignment = kmeans(instructions, k, seed) if k > 1 else (None, torch.zeros(Q, dtype=torch.long))
         assignments[k] = (centroids, assignment)
-        hits = 0.0
-        for held in parts:
-            rest = sorted(set(range(Q)) - set(held))
-            _, per_cluster = _cluster_weights(oof_scores, signals, labels, assignment, k, l2, rest)
-            fused = [combine(per_cluster[int(assignment[i])], oof_scores[i], signals[i]) for i in held]
-            hits += _best_of_n(fused, [labels[i] for i in held]) * len(held)
-        results[k] = hits / Q
-    best_k = max(results, key=lambda k: (results[k], -k))
+        for use_rules in options:
+            hits = 0.0
+            for held in parts:
+                rest = sorted(set(range(Q)) - set(held))
+                _, per_cluster, _ = _cluster_weights(oof_scores, signals, labels, assignment, k, l2, rest,
+                                                     rules if use_rules else None, scoring)
+                fused = [combine(per_cluster[int(assignment[i])], oof_scores[i], scoring[i]) for i in held]
+                hits += _best_of_n(fused, [labels[i] for i in held]) * len(held)
+            results[k, use_rules] = hits / Q
+    best_k, best_rules = max(results, key=lambda key: (results[key], -key[0], not key[1]))
     centroids, assignment = assignments[best_k]
-    global_weights, per_cluster = _cluster_weights(oof_scores, signals, labels, assignment, best_k, l2, list(range(Q)))
-    report = {"oof_best_of_n_ranker": ranker_alone, "cv_best_of_n_by_clusters": {str(k): v for k, v in results.items()},
+    global_weights, per_cluster, sources = _cluster_weights(oof_scores, signals, labels, assignment, best_k, l2,
+                                                            list(range(Q)), rules if best_rules else None, scoring)
+    report = {"oof_best_of_n_ranker": ranker_alone,
+              "cv_best_of_n_by_clusters": {str(k): v for (k, r), v in results.items() if not r},
               "clusters": best_k, "global_weights": global_weights, "l2": l2,
-              "cluster_sizes": [int((assignment == c).sum()) for c in range(best_k)]}
-    if results[best_k] < ranker_alone:
+              "cluster_sizes": [int((assignment == c).sum()) for c in range(best_k)],
+              "cluster_rules": best_rules, "cluster_sources": sources}
+    if rules:
+        report["cv_best_of_n_by_clusters_with_rules"] = {str(k): v for (k, r), v in results.items() if r}
+    if results[best_k, best_rules] < ranker_alone:
         report["kept"] = False
         return Fusion([dict(RANKER_ONLY)]), report
     report["kept"] = True

@@ -12,7 +12,8 @@ from tests.ranker.rankers.test_fallback import _vote_wins_queries
 
 def test_with_share_forces_the_fallback_everywhere_or_nowhere():
     queries = _vote_wins_queries()
-    ranker = LanguageRanker(kind="point", seed=0, projection_dim=16, epochs=1, batch_size=32).fit(queries)
+    ranker = LanguageRanker(kind="point", seed=0, projection_dim=16, epochs=1, batch_size=32,
+                            fusion_cluster_rules=False).fit(queries)  # so that the near regime differs from the far one
     fallback = ranker.fusion.fallback
     assert fallback is not None
     q, near = queries[1], on_support(fallback)

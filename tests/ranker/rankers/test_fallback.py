@@ -181,7 +181,9 @@ def _vote_wins_queries(num_queries=96, seed=0):
 @pytest.fixture(scope="module")
 def vote_ranker():
     queries = _vote_wins_queries()
-    return queries, LanguageRanker(kind="point", seed=0, projection_dim=16, epochs=1, batch_size=32).fit(queries)
+    # Without cluster rules: with them the clusters themselves take the weighted vote (the test after these).
+    return queries, LanguageRanker(kind="point", seed=0, projection_dim=16, epochs=1, batch_size=32,
+                                   fusion_cluster_rules=False).fit(queries)
 
 
 def test_fit_chooses_the_weighted_vote_where_only_it_is_right(vote_ranker):
@@ -205,6 +207,24 @@ def test_fit_chooses_the_weighted_vote_where_only_it_is_right(vote_ranker):
     assert q.labels[picked] == 1.0
     with pytest.raises(ValueError, match="vote_keys"):
         ranker.score(far, q.responses, q.mean_logprob)
+
+
+def test_with_cluster_rules_the_clusters_take_the_weighted_vote_in_domain_too():
+    """Where only the weighted vote is right, cluster rules (the default) give it to the training instructions'
+    clusters as well, so the ranker picks right near its support, where the fallback's share is 0."""
+    queries = _vote_wins_queries()
+    ranker = LanguageRanker(kind="point", seed=0, projection_dim=16, epochs=1, batch_size=32).fit(queries)
+    report = ranker.fusion_report_
+    assert report["cluster_rules"] and set(report["cluster_sources"]) == {"weighted_vote"}
+    fresh = _vote_wins_queries(24, seed=7)
+    picks = [q.labels[ranker.select(q.instruction, q.responses, q.mean_logprob, q.vote_keys)] for q in fresh]
+    assert sum(picks) == len(fresh)
+    plain = LanguageRanker(kind="point", seed=0, projection_dim=16, epochs=1, batch_size=32,
+                           fusion_cluster_rules=False).fit(queries)
+    fallback = plain.fusion.fallback
+    shares = [fallback.share(fallback.distance(q.instruction)) for q in fresh]
+    plain_picks = [q.labels[plain.select(q.instruction, q.responses, q.mean_logprob, q.vote_keys)] for q in fresh]
+    assert min(shares) < 1.0 and sum(plain_picks) < len(fresh)  # near the support the fitted mix is wrong on one kind
 
 
 def test_an_old_card_without_the_weighted_vote_loads_and_scores_as_before(vote_ranker, tmp_path):

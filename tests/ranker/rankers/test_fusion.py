@@ -9,6 +9,7 @@ from ranker.rankers.clustering import kmeans
 from ranker.rankers.estimator import LanguageRanker
 from ranker.rankers.fallback import WEIGHTED_VOTE_RULE
 from ranker.rankers.fusion import (
+    CLUSTER_RULES,
     DEFAULT_SIGNALS,
     SIGNALS,
     WEIGHTED_VOTE_BETA,
@@ -17,6 +18,7 @@ from ranker.rankers.fusion import (
     fit_fusion,
     fit_weights,
     fold_indices,
+    _choose_rule,
     fuse,
     query_signals,
     vote_shares,
@@ -290,3 +292,110 @@ def test_clustered_fusion_survives_save_load(tmp_path):
         assert loaded.fusion.cluster_of(q.instruction) == ranker.fusion.cluster_of(q.instruction)
         assert torch.equal(loaded.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys),
                            ranker.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys))
+
+
+# --- rules a cluster may take instead of its fitted weights -------------------------------------
+
+
+def test_choose_rule_takes_a_rule_only_when_it_picks_better_on_the_cluster():
+    # Two queries of 3 candidates; the ranker picks candidate 0 (wrong), the log-prob candidate 2 (right).
+    scores = [torch.tensor([1.0, 0.0, -1.0])] * 2
+    scoring = [{"mean_logprob": torch.tensor([-3.0, -2.0, -1.0])}] * 2
+    labels = [torch.tensor([0.0, 0.0, 1.0])] * 2
+    rules = {"max_logprob": CLUSTER_RULES["max_logprob"]}
+    assert _choose_rule({"ranker": 1.0}, rules, scores, scoring, labels, [0, 1]) == ("max_logprob", rules["max_logprob"])
+    # The same pick (both right): the fitted weights stay.
+    assert _choose_rule({"ranker": -1.0}, rules, scores, scoring, labels, [0, 1]) == ("fitted", {"ranker": -1.0})
+    # Only the cluster's members count: on query 1 the ranker is right.
+    labels = [labels[0], torch.tensor([1.0, 0.0, 0.0])]
+    assert _choose_rule({"ranker": 1.0}, rules, scores, scoring, labels, [1])[0] == "fitted"
+
+
+def _weighted_vote_queries(num_queries=160, k=8, seed=0):
+    """Queries on which the log-prob-weighted vote is always right and no weights of (ranker, mean log-prob,
+    vote share) can be. Half of them: the right answer twice at mean log-prob -1.65, a wrong one once at -1.0
+    (2 e^-1.65 > e^-1.0; a linear score picks the pair only if the vote-share weight c exceeds 5.2 times
+    the log-prob weight a). The other half: the right answer once at -0.35, a wrong one three times at
+    -1.5 (e^-0.35 > 3 e^-1.5; needs c < 4.6 a). The other candidates are singles at -5. The instructions
+    are alike (one cluster); the candidates' features are noise, so the ranker learns nothing."""
+    gen = torch.Generator().manual_seed(seed)
+    queries = []
+    for q in range(num_queries):
+        if q % 2 == 0:
+            lp, keys, y = [-1.0, -1.65, -1.65], ["wrong", "right", "right"], [0.0, 1.0, 1.0]
+        else:
+            lp, keys, y = [-1.5, -1.5, -1.5, -0.35], ["wrong"] * 3 + ["right"], [0.0, 0.0, 0.0, 1.0]
+        others = k - len(lp)
+        lp, keys, y = lp + [-5.0] * others, keys + [f"w{j}" for j in range(others)], y + [0.0] * others
+        order = torch.randperm(k, generator=gen).tolist()
+        queries.append(RankingQuery(torch.ones(16) + 0.1 * torch.randn(16, generator=gen), torch.randn(k, 16, generator=gen),
+                                    torch.tensor(y)[order], str(q), torch.tensor(lp)[order], [keys[j] for j in order]))
+    return queries
+
+
+def _signals_of(queries):
+    every = [query_signals(q) for q in queries]
+    signals = [{n: s[n] for n in DEFAULT_SIGNALS} for s in every]
+    rule_signals = [{"mean_logprob": s["mean_logprob"], "weighted_vote": s["weighted_vote"]} for s in every]
+    return signals, rule_signals
+
+
+def test_fit_fusion_takes_the_weighted_vote_rule_where_no_fitted_weights_can_pick():
+    queries = _weighted_vote_queries()
+    signals, rule_signals = _signals_of(queries)
+    gen = torch.Generator().manual_seed(1)
+    scores = [0.01 * torch.randn(8, generator=gen) for _ in queries]
+    labels, instructions = [q.labels for q in queries], torch.stack([q.instruction for q in queries])
+    plain, plain_report = fit_fusion(scores, signals, labels, instructions, clusters=(1, 2))
+    fusion, report = fit_fusion(scores, signals, labels, instructions, clusters=(1, 2), rules=CLUSTER_RULES,
+                                rule_signals=rule_signals)
+    assert not plain_report["cluster_rules"] and set(plain_report["cluster_sources"]) == {"fitted"}
+    assert max(plain_report["cv_best_of_n_by_clusters"].values()) <= 0.6  # one half or the other
+    assert report["cluster_rules"] and report["kept"] and set(report["cluster_sources"]) == {"weighted_vote"}
+    assert report["cv_best_of_n_by_clusters_with_rules"][str(report["clusters"])] == 1.0
+    assert fusion.weights_for(instructions[0]) == CLUSTER_RULES["weighted_vote"]
+    # The rule reads the weighted vote: without those signals it is not offered, and nothing changes.
+    alone, alone_report = fit_fusion(scores, signals, labels, instructions, clusters=(1, 2), rules=CLUSTER_RULES)
+    assert alone.weights == plain.weights and not alone_report["cluster_rules"]
+
+
+def test_fit_fusion_keeps_fitted_weights_that_are_as_good_as_the_rules():
+    scores, signals, labels, instructions = _two_task_data()
+    fusion, report = fit_fusion(scores, signals, labels, instructions, clusters=(1, 2, 4), rules=CLUSTER_RULES)
+    # No weighted vote among the signals: only max log-prob is offered; the fitted weights pick as well or better.
+    assert "cv_best_of_n_by_clusters_with_rules" in report and not report["cluster_rules"]
+    assert set(report["cluster_sources"]) == {"fitted"}
+    plain, _ = fit_fusion(scores, signals, labels, instructions, clusters=(1, 2, 4))
+    assert fusion.weights == plain.weights
+
+
+def test_ranker_with_cluster_rules_scores_with_them_and_they_survive_save_load(tmp_path):
+    queries = _weighted_vote_queries(num_queries=120)
+    ranker = LanguageRanker(kind="point", epochs=1, fusion_fallback=False).fit(queries)
+    report = ranker.fusion_report_
+    assert ranker.fusion_config_.cluster_rules and report["cluster_rules"]
+    assert set(report["cluster_sources"]) == {"weighted_vote"}
+    for q in queries[:4]:  # both halves' right candidate comes first
+        assert bool(q.labels[int(ranker.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys).argmax())])
+    with pytest.raises(ValueError, match="vote_keys"):  # the weighted vote needs the answers
+        ranker.score(queries[0].instruction, queries[0].responses, queries[0].mean_logprob)
+    ranker.save(tmp_path / "r")
+    loaded = LanguageRanker.load(tmp_path / "r")
+    assert loaded.fusion.weights == ranker.fusion.weights and loaded.fusion_config_.cluster_rules
+    q = queries[1]
+    assert torch.equal(loaded.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys),
+                       ranker.score(q.instruction, q.responses, q.mean_logprob, q.vote_keys))
+    # Without rules the same fit keeps its own weights, which get one half of the queries or the other.
+    plain = LanguageRanker(kind="point", epochs=1, fusion_fallback=False, fusion_cluster_rules=False).fit(queries)
+    assert not plain.fusion_report_["cluster_rules"] and set(plain.fusion_report_["cluster_sources"]) <= {"fitted", "global"}
+
+
+def test_fusion_config_of_an_older_card_has_no_cluster_rules():
+    card = FusionConfig().to_dict()
+    assert card["cluster_rules"] is True and FusionConfig.from_dict(card) == FusionConfig()
+    del card["cluster_rules"]
+    assert FusionConfig.from_dict(card).cluster_rules is False
+    with pytest.raises(ValueError, match="fusion_cluster_rules"):
+        FusionConfig(cluster_rules="yes")
+    with pytest.raises(ValueError, match="JSON object"):
+        FusionConfig.from_dict(["not", "a", "dict"])
