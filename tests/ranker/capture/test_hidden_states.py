@@ -59,6 +59,9 @@ def test_record_only_stops_after_the_deepest_recorded_layer(tiny_base):
     model = tiny_base.model
     input_ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
     full = model(input_ids, output_hidden_states=True).hidden_states
+    # The same row alone: CPU kernels may round differently for another batch size, so exactness is
+    # checked against a full forward of the same input as the record_only call.
+    row = model(input_ids[1:], output_hidden_states=True).hidden_states
     _, blocks, _ = decoder_parts(model)
     calls = []
     handle = blocks[-1].register_forward_hook(lambda *args: calls.append(1))
@@ -71,6 +74,7 @@ def test_record_only_stops_after_the_deepest_recorded_layer(tiny_base):
         handle.remove()
     assert calls == [1]  # only the normal call reached the last block
     assert recorder.steps == 2
-    torch.testing.assert_close(recorder.buffer[0, 0, 1], full[1][1, -1], rtol=0, atol=0)
+    torch.testing.assert_close(recorder.buffer[0, 0, 1], row[1][0, -1], rtol=0, atol=0)
+    torch.testing.assert_close(recorder.buffer[0, 0, 1], full[1][1, -1])
     assert recorder.buffer[0, 0, 0].abs().sum() == 0  # row 0 was not part of the record_only call
     torch.testing.assert_close(recorder.buffer[0, 1], full[1][:, -1])
