@@ -200,13 +200,17 @@ def test_sigkill_at_random_moments_of_registry_adds(tmp_path, ranker_path):
     root = tmp_path / "reg"
     rng = random.Random(1)
     acknowledged = []
-    for _ in range(2):
+    for kills in (1, 2):
         with child("registry_add", root, ranker_path, "", 200) as process:
             lines = kill_after_lines(process, lines=rng.randint(1, 4), delay=rng.uniform(0.0, 0.05))
         acknowledged += lines
         registry = assert_consistent(root)
         indexed = [e["version"] for e in registry.history()]
-        assert acknowledged == indexed[: len(acknowledged)] and len(indexed) - len(acknowledged) <= 1
+        # Every acknowledged version is indexed, in order. A kill between the index write and the child's
+        # acknowledgement leaves one indexed version nobody was told of: at most one per kill, and the next
+        # child's versions follow it (v0005 unacknowledged, then v0006 and v0007 acknowledged).
+        assert [v for v in indexed if v in acknowledged] == acknowledged
+        assert len(indexed) - len(acknowledged) <= kills
         assert registry.current() == indexed[-1]
     on_disk = [p.name for p in (root / "default").iterdir() if re.fullmatch(r"v\d{4,}", p.name)]
     fresh = registry.add(LanguageRanker.load(ranker_path), {}, True, "after")
