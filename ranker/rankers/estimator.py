@@ -34,8 +34,8 @@ distances (near, far): the candidates are the free-signal weights fitted on the 
 the log-prob-weighted majority vote; offered when every training query has mean log-probs and answer
 keys and the fusion's signals may read both). Each candidate's best (near, far) is chosen on the
 in-domain (cross-fitting folds) and out-of-domain (held-out instruction clusters, each scored by a
-ranker trained once on the other clusters) examples, and the candidate whose rule has the best
-pooled best-of-N wins, ties going to the fixed rule. The fusion report's "fallback" entry holds
+ranker trained once on the other clusters) examples. The fixed rule wins unless the "fitted"
+weights' rule beats its pooled best-of-N by a significant paired margin (`choose_fallback_weights`). The fusion report's "fallback" entry holds
 every candidate's pooled / in-domain / out-of-domain best-of-N ("fallback_candidates") and the
 winner ("fallback_choice"); a far instruction fused with the fixed rule needs both mean_logprob and
 vote_keys at scoring.
@@ -340,10 +340,12 @@ class LanguageRanker:
             candidates["weighted_vote"] = (
                 FallbackExamples(in_fused, [combine(rule, oof[i], rule_signals[i]) for i in range(Q)], in_distances, labels),
                 FallbackExamples(fused, [combine(rule, raw, rule_signals[i]) for i, raw in out_rows], out_distances, out_labels))
-        choice, reports = choose_fallback_weights(candidates, prefer="weighted_vote")
+        choice, reports = choose_fallback_weights(
+            candidates, prefer="weighted_vote" if "weighted_vote" in candidates else None)
         report = {**reports[choice], "weights": weights_of[choice], "fallback_choice": choice,
                   "fallback_candidates": {name: {"weights": weights_of[name], "near": r["near"], "far": r["far"],
-                                                 **{k: r["chosen"][k] for k in ("pooled", "in_domain", "out_of_domain")}}
+                                                 **{k: r["chosen"][k] for k in ("pooled", "in_domain", "out_of_domain")},
+                                                 **{k: r[k] for k in ("z_vs_preferred",) if k in r}}
                                           for name, r in reports.items()}}
         if report["near"] == float("inf"):
             return None, {**report, "kept": False}, None

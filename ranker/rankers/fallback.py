@@ -42,9 +42,14 @@ training queries are scored twice.
   family the ranker never saw.
 For each candidate g, every (near, far) on a grid of quantiles of those distances, and "never
 fall back", is scored by best-of-N over both sets pooled; the best wins, ties going to the later
-fallback (`choose_fallback`). Then the candidate whose chosen rule has the best pooled best-of-N
-wins, ties going to the parameter-free "weighted_vote" (`choose_fallback_weights`). The
-per-domain rankers are trained once and score every candidate.
+fallback (`choose_fallback`). Then the candidates' chosen rules are compared on the same pooled
+queries (`choose_fallback_weights`). The parameter-free "weighted_vote" wins unless "fitted" beats
+it by a significant margin: a one-sided paired z-test on the per-query hits, at SIGNIFICANCE_Z.
+Why: "fitted" is chosen on the queries it was fitted on, so a small pooled lead flatters it, and
+far from the training data (where the fallback applies) its weights carry the training families'
+balance of signals while the vote's meaning does not change. In the leave-one-family-out run of
+2026-12-04 the "fitted" weights won code's fold by one query of 1680 and lost code itself by 3.4
+points to the vote. The per-domain rankers are trained once and score every candidate.
 """
 
 from __future__ import annotations
@@ -55,11 +60,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ranker.evaluation.metrics import best_of_n_accuracy
+from ranker.evaluation.metrics import best_candidates
 from ranker.rankers.clustering import support_centroids
 
 QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)  # the grid of `near` and `far`, as quantiles of the distances
 NEVER = float("inf")
+# One-sided 5% z: another fallback candidate must beat the preferred one by this many standard errors of the
+# paired per-query difference in hits (`choose_fallback_weights`).
+SIGNIFICANCE_Z = 1.645
 # The parameter-free fallback candidate (module docstring): the log-prob-weighted majority vote, its ties
 # within the winning answer broken by the mean log-prob. Names are ranker.rankers.fusion.SIGNALS.
 WEIGHTED_VOTE_RULE = {"ranker": 0.0, "weighted_vote": 1.0, "mean_logprob": 1e-3}
@@ -153,10 +161,29 @@ class FallbackExamples:
     labels: Sequence[Tensor]  # (K_q,) labels
 
 
-def _accuracy(examples: FallbackExamples, near: float, far: float) -> float:
+def _hits(examples: FallbackExamples, near: float, far: float) -> Tensor:
+    """(Q,) 1.0 where the blended scores' top candidate has the query's best label, else 0.0."""
     shares = ramp(examples.distances.double(), near, far)
     scores = [(1 - s) * f.double() + s * g.double() for s, f, g in zip(shares.tolist(), examples.fused, examples.free)]
-    return best_of_n_accuracy(scores, [(y == y.max()).float() for y in examples.labels])
+    return torch.tensor([float(y[int(best_candidates(x))] == y.max()) for x, y in zip(scores, examples.labels)],
+                        dtype=torch.float64)
+
+
+def _accuracy(examples: FallbackExamples, near: float, far: float) -> float:
+    return float(_hits(examples, near, far).mean()) if len(examples.labels) else 0.0
+
+
+def paired_z(challenger: Tensor, incumbent: Tensor) -> float:
+    """z of the mean per-query difference challenger - incumbent, both (Q,) hits: mean / (std / sqrt(Q)).
+
+    A zero spread (every query differs alike) gives 0 for no difference, else +inf or -inf by its sign.
+    """
+    difference = (challenger.double() - incumbent.double())
+    mean = float(difference.mean()) if len(difference) else 0.0
+    spread = float(difference.std(unbiased=True)) if len(difference) > 1 else 0.0
+    if spread == 0.0:
+        return 0.0 if mean == 0.0 else float("inf") if mean > 0 else float("-inf")
+    return mean / (spread / len(difference) ** 0.5)
 
 
 def choose_fallback(in_domain: FallbackExamples, out_of_domain: FallbackExamples) -> tuple[float, float, dict]:
@@ -182,16 +209,35 @@ def choose_fallback(in_domain: FallbackExamples, out_of_domain: FallbackExamples
 
 
 def choose_fallback_weights(candidates: Mapping[str, tuple[FallbackExamples, FallbackExamples]],
-                            prefer: str | None = None) -> tuple[str, dict[str, dict]]:
+                            prefer: str | None = None, z: float = SIGNIFICANCE_Z) -> tuple[str, dict[str, dict]]:
     """(the winning candidate's name, each candidate's `choose_fallback` report).
 
     candidates: name -> (in-domain, out-of-domain) examples, the same queries and fused scores
-    for every candidate, only the `free` scores differing. The winner's chosen rule has the best
-    pooled best-of-N; ties go to `prefer`, then to the candidate listed first.
+    for every candidate, only the `free` scores differing. Without `prefer` the winner's chosen
+    rule has the best pooled best-of-N, ties going to the candidate listed first. With `prefer`
+    (a name of `candidates`), that candidate wins unless another one's chosen rule beats it on
+    the pooled queries with a paired z (`paired_z`) above `z`; the best pooled of those that do
+    wins. Each report gets "z_vs_preferred" (the preferred one's own: 0).
     """
     if not candidates:
         raise ValueError("choose_fallback_weights needs at least one candidate")
+    if prefer is not None and prefer not in candidates:
+        raise ValueError(f"the preferred fallback candidate {prefer!r} is not among {sorted(candidates)}")
+    if not z >= 0:
+        raise ValueError(f"the significance z must be >= 0, got {z!r}")
     reports = {name: choose_fallback(in_domain, out_of_domain)[2] for name, (in_domain, out_of_domain) in candidates.items()}
     order = list(candidates)
-    best = max(order, key=lambda name: (round(reports[name]["chosen"]["pooled"], 12), name == prefer, -order.index(name)))
+    pooled = lambda name: round(reports[name]["chosen"]["pooled"], 12)  # noqa: E731
+    if prefer is None:
+        return max(order, key=lambda name: (pooled(name), -order.index(name))), reports
+
+    def hits(name: str) -> Tensor:
+        chosen = reports[name]["chosen"]
+        return torch.cat([_hits(examples, chosen["near"], chosen["far"]) for examples in candidates[name]])
+
+    incumbent = hits(prefer)
+    for name in order:
+        reports[name]["z_vs_preferred"] = 0.0 if name == prefer else paired_z(hits(name), incumbent)
+    challengers = [name for name in order if name != prefer and reports[name]["z_vs_preferred"] > z]
+    best = max(challengers, key=lambda name: (pooled(name), -order.index(name))) if challengers else prefer
     return best, reports

@@ -15,6 +15,7 @@ from ranker.rankers.fallback import (
     choose_fallback,
     choose_fallback_weights,
     fit_support,
+    paired_z,
     ramp,
     support_distances,
 )
@@ -152,6 +153,48 @@ def test_the_candidate_whose_rule_pools_best_wins_ties_going_to_the_preferred():
     assert choose_fallback_weights({"fitted": fitted, "same": fitted})[0] == "fitted"
     with pytest.raises(ValueError, match="at least one"):
         choose_fallback_weights({})
+
+
+def test_paired_z_by_hand():
+    # Differences 1, 0, 0, 1: mean 0.5, sample std sqrt(1/3), so z = 0.5 / (sqrt(1/3) / sqrt(4)) = sqrt(3).
+    assert paired_z(torch.tensor([1.0, 1.0, 0.0, 1.0]), torch.tensor([0.0, 1.0, 0.0, 0.0])) == pytest.approx(math.sqrt(3))
+    assert paired_z(torch.tensor([0.0, 1.0, 0.0, 0.0]), torch.tensor([1.0, 1.0, 0.0, 1.0])) == pytest.approx(-math.sqrt(3))
+    same = torch.tensor([1.0, 0.0, 1.0])
+    assert paired_z(same, same) == 0.0
+    assert paired_z(torch.ones(3), torch.zeros(3)) == float("inf")  # every query differs alike: no spread
+
+
+def _fallback_candidates(extra_fitted_hits: int):
+    """40 queries in domain (fused right, free wrong) and 40 out (fused wrong): "vote" is right on 20 of
+    the out-of-domain ones, "fitted" on the same 20 and `extra_fitted_hits` more."""
+    in_domain = examples([0.1] * 40, [True] * 40, [False] * 40)
+    out = [0.5] * 40
+    vote = (in_domain, examples(out, [False] * 40, [True] * 20 + [False] * 20))
+    fitted = (in_domain, examples(out, [False] * 40, [True] * (20 + extra_fitted_hits) + [False] * (20 - extra_fitted_hits)))
+    return {"fitted": fitted, "weighted_vote": vote}
+
+
+def test_the_fitted_candidate_must_beat_the_preferred_one_significantly():
+    # One more query of 80 pooled: the better pooled best-of-N (0.7625 against 0.75), but z = 1.0 only.
+    candidates = _fallback_candidates(1)
+    assert choose_fallback_weights(candidates)[0] == "fitted"  # no preference: the best pooled wins
+    choice, reports = choose_fallback_weights(candidates, prefer="weighted_vote")
+    assert choice == "weighted_vote"
+    assert reports["fitted"]["chosen"]["pooled"] == pytest.approx(61 / 80)
+    assert reports["weighted_vote"]["chosen"]["pooled"] == pytest.approx(60 / 80)
+    # Differences: one 1 and 79 zeros, mean 1/80. The squared deviations sum to (79/80)^2 + 79 / 80^2 = 79/80,
+    # so the sample variance is 1/80 and z = (1/80) / (sqrt(1/80) / sqrt(80)) = 1.
+    assert reports["fitted"]["z_vs_preferred"] == pytest.approx(1.0, abs=1e-9)
+    assert reports["weighted_vote"]["z_vs_preferred"] == 0.0
+    # Six more queries: z about 2.5, above the one-sided 5% bar (1.645), so the fitted weights win.
+    choice, reports = choose_fallback_weights(_fallback_candidates(6), prefer="weighted_vote")
+    assert choice == "fitted" and reports["fitted"]["z_vs_preferred"] > 2.4
+    # The bar is a parameter: with z 3 the six are not enough.
+    assert choose_fallback_weights(_fallback_candidates(6), prefer="weighted_vote", z=3.0)[0] == "weighted_vote"
+    with pytest.raises(ValueError, match="'vote'"):
+        choose_fallback_weights(candidates, prefer="vote")
+    with pytest.raises(ValueError, match="-1"):
+        choose_fallback_weights(candidates, prefer="weighted_vote", z=-1.0)
 
 
 def _vote_wins_queries(num_queries=96, seed=0):
