@@ -35,9 +35,10 @@ the log-prob-weighted majority vote; offered when every training query has mean 
 keys and the fusion's signals may read both). Each candidate's best (near, far) is chosen on the
 in-domain (cross-fitting folds) and out-of-domain (held-out instruction clusters, each scored by a
 ranker trained once on the other clusters) examples. The fixed rule wins unless the "fitted"
-weights' rule beats its pooled best-of-N by a significant paired margin (`choose_fallback_weights`). The fusion report's "fallback" entry holds
-every candidate's pooled / in-domain / out-of-domain best-of-N ("fallback_candidates") and the
-winner ("fallback_choice"); a far instruction fused with the fixed rule needs both mean_logprob and
+weights' rule beats its pooled best-of-N by a significant paired margin (`choose_fallback_weights`).
+The fusion report's "fallback" entry holds every candidate's pooled / in-domain / out-of-domain
+best-of-N and paired z against the fixed rule ("fallback_candidates") and the winner
+("fallback_choice"); a far instruction fused with the fixed rule needs both mean_logprob and
 vote_keys at scoring.
 
 Streaming: `fit` also takes a `StorePool` (ranker.rankers.training_groups) instead of queries, a

@@ -47,9 +47,9 @@ queries (`choose_fallback_weights`). The parameter-free "weighted_vote" wins unl
 it by a significant margin: a one-sided paired z-test on the per-query hits, at SIGNIFICANCE_Z.
 Why: "fitted" is chosen on the queries it was fitted on, so a small pooled lead flatters it, and
 far from the training data (where the fallback applies) its weights carry the training families'
-balance of signals while the vote's meaning does not change. In the leave-one-family-out run of
-2026-12-04 the "fitted" weights won code's fold by one query of 1680 and lost code itself by 3.4
-points to the vote. The per-domain rankers are trained once and score every candidate.
+balance of signals while the vote's meaning does not change (the README's leave-one-family-out
+section has the fold where a one-query lead cost a left-out family). The per-domain rankers are
+trained once and score every candidate.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def paired_z(challenger: Tensor, incumbent: Tensor) -> float:
 
     A zero spread (every query differs alike) gives 0 for no difference, else +inf or -inf by its sign.
     """
-    difference = (challenger.double() - incumbent.double())
+    difference = challenger.double() - incumbent.double()
     mean = float(difference.mean()) if len(difference) else 0.0
     spread = float(difference.std(unbiased=True)) if len(difference) > 1 else 0.0
     if spread == 0.0:
