@@ -252,14 +252,14 @@ class LanguageRanker:
     def _cross_fit(self, queries, signals, ranker_config: RankerConfig, train_config: TrainConfig,
                    fusion_config: FusionConfig, fuse_signals: bool,
                    rule_signals: list[dict[str, Tensor]] | None = None
-                   ) -> tuple[Fusion, dict | None, list[Tensor], tuple[list[Tensor], Tensor, list[Tensor]] | None]:
+                   ) -> tuple[Fusion, dict | None, list[Tensor], tuple[list[Tensor], Tensor, list[Tensor], Tensor] | None]:
         """Out-of-fold scores from `fusion_config.folds` rankers; from them the fusion weights (when
         `fuse_signals`) and its fallback (ranker.rankers.fusion, ranker.rankers.fallback).
 
         rule_signals: per query, the signals WEIGHTED_VOTE_RULE reads, or None when that fallback
         candidate is not offered. Returns (fusion, its report, the out-of-fold scores fused with the
         fitted fusion: one (K_q,) per query, the fallback's calibration examples or None: see
-        `_regime_examples`).
+        `_regime_examples`, plus each example's fusion cluster, -1 out of domain).
         """
         parts = fold_indices(len(queries), fusion_config.folds, train_config.seed)
         oof: list[Tensor | None] = [None] * len(queries)
@@ -286,14 +286,14 @@ class LanguageRanker:
     def _fit_fallback(self, queries, signals, oof, parts, labels, instructions, fusion: Fusion, ranker_config: RankerConfig,
                       train_config: TrainConfig, fusion_config: FusionConfig,
                       rule_signals: list[dict[str, Tensor]] | None = None, scoring: list[dict[str, Tensor]] | None = None
-                      ) -> tuple[DistanceFallback | None, dict, tuple[list[Tensor], Tensor, list[Tensor]] | None]:
+                      ) -> tuple[DistanceFallback | None, dict, tuple[list[Tensor], Tensor, list[Tensor], Tensor] | None]:
         """The free-signal fallback, its weights and its rule, chosen on held-out folds and held-out instruction
         clusters (ranker.rankers.fallback); None when the best rule never falls back or no candidate weights exist.
 
         The candidates are the free weights fitted on `signals` ("fitted") and, when `rule_signals` is given
         (per query, the signals it reads), WEIGHTED_VOTE_RULE ("weighted_vote"). The out-of-domain rankers are
         trained once and score every candidate. Returns (fallback, report, the kept fallback's calibration
-        examples or None: `_regime_examples`). scoring: per query, what the fusion's weights read (`signals`, plus
+        examples or None: `_regime_examples` plus each example's fusion cluster (E,), -1 out of domain). scoring: per query, what the fusion's weights read (`signals`, plus
         `rule_signals` when a cluster's rule may name them); default `signals`.
         """
         Q, seed, l2 = len(queries), train_config.seed, fusion_config.l2
@@ -306,7 +306,8 @@ class LanguageRanker:
         in_distances = torch.zeros(Q)
         for held in parts:
             in_distances[held] = support_distances(instructions[held], *fit_support(instructions[_rest(Q, held)], seed))
-        in_fused = [combine(fusion.weights[fusion.cluster_of(instructions[i])], oof[i], scoring[i]) for i in range(Q)]
+        in_clusters = [fusion.cluster_of(instructions[i]) for i in range(Q)]
+        in_fused = [combine(fusion.weights[in_clusters[i]], oof[i], scoring[i]) for i in range(Q)]
         # Out of domain: each instruction cluster scored by a ranker, weights and support fitted without it.
         _, domain_of = kmeans(instructions, fusion_config.domains, seed)
         held_order, raw_scores, fused, fitted_free, distances = [], [], [], [], []
@@ -352,7 +353,11 @@ class LanguageRanker:
             return None, {**report, "kept": False}, None
         support, center = fit_support(instructions, seed)
         fallback = DistanceFallback(weights_of[choice], support, report["near"], report["far"], center)
-        return fallback, {**report, "kept": True}, _regime_examples(candidates[choice], fallback.near, fallback.far)
+        # Each calibration example's fusion cluster: the in-domain ones were scored with their cluster's weights,
+        # the out-of-domain ones (-1) with weights fitted without them (ranker.rankers.calibration, "By cluster").
+        clusters = torch.tensor(in_clusters + [-1] * len(out_labels), dtype=torch.long)
+        return fallback, {**report, "kept": True}, (*_regime_examples(candidates[choice], fallback.near, fallback.far),
+                                                    clusters)
 
     def _train_and_score(self, queries, train_index: list[int], score_index: list[int], ranker_config: RankerConfig,
                          train_config: TrainConfig) -> list[Tensor]:
@@ -373,17 +378,18 @@ class LanguageRanker:
         return [q.labels.float().cpu() for q in queries], torch.stack([q.instruction.float().cpu() for q in queries])
 
     def _fit_calibration(self, queries: Sequence[QueryLike] | StorePool, out_of_fold: list[Tensor] | None,
-                         regimes: tuple[list[Tensor], Tensor, list[Tensor]] | None = None) -> PlattCalibration:
+                         regimes: tuple[list[Tensor], Tensor, list[Tensor], Tensor] | None = None) -> PlattCalibration:
         """Platt scaling by regime on the fallback's examples `regimes` (ranker.rankers.calibration) when
         both regimes have enough of them; else on `out_of_fold` (fused) scores; or, when that is None too
         (source "training" asked for, or too few queries to cross-fit), on the fitted ranker's own scores of
         its training candidates."""
         if regimes is not None:
-            scores, shares, labels = regimes
+            scores, shares, labels, clusters = regimes
             sizes = torch.tensor([len(s) for s in scores])
             weights = shares.double().repeat_interleave(sizes)
             if min(float(weights.sum()), float((1 - weights).sum())) >= MIN_REGIME_WEIGHT:
-                return fit_calibration_by_regime(torch.cat(scores), weights, torch.cat(labels))
+                return fit_calibration_by_regime(torch.cat(scores), weights, torch.cat(labels),
+                                                 clusters.repeat_interleave(sizes), self.fusion_.num_clusters)
         labels = queries.labels if isinstance(queries, StorePool) else torch.cat([q.labels.float().cpu() for q in queries])
         if out_of_fold is not None:
             return fit_calibration(torch.cat(out_of_fold), labels, "out_of_fold")
@@ -480,7 +486,16 @@ class LanguageRanker:
         if instructions is None:
             raise ValueError("this ranker's P(correct) depends on each instruction's distance to its training data "
                              "(calibration by regime): pass the scores' instructions")
-        return self.calibration_(scores, self._fallback_shares(torch.as_tensor(instructions), scores))
+        instructions = torch.as_tensor(instructions)
+        shares = self._fallback_shares(instructions, scores)
+        if self.calibration_.cluster_a is None:
+            return self.calibration_(scores, shares)
+        if self.calibration_.num_clusters != self.fusion.num_clusters:
+            raise ValueError(f"the calibration has offsets for {self.calibration_.num_clusters} clusters, "
+                             f"the fusion {self.fusion.num_clusters}")
+        flat = instructions.reshape(-1, instructions.shape[-1])
+        clusters = torch.tensor([self.fusion.cluster_of(row) for row in flat], dtype=torch.long).reshape(shares.shape)
+        return self.calibration_(scores, shares, clusters)
 
     def _fallback_shares(self, instructions: Tensor, scores: Tensor) -> Tensor:
         """The fallback's share of each instruction ((H,) -> (), (P, H) -> (P, 1, ...)), broadcastable to `scores`."""
@@ -565,6 +580,10 @@ class LanguageRanker:
         est.training_data_, est.metrics_ = card.training_data, card.metrics
         est.fusion_, est.fusion_report_ = card.fusion, card.metrics.get("fusion")
         est.calibration_ = card.calibration
+        offsets = 0 if card.calibration is None else card.calibration.num_clusters
+        if offsets and offsets != est.fusion.num_clusters:
+            raise ValueError(f"{path}: the card's calibration has offsets for {offsets} clusters, "
+                             f"its fusion {est.fusion.num_clusters}")
         return est
 
 
