@@ -32,14 +32,18 @@ def test_shipped_cards_load_with_their_fusion_weights_and_calibration_exactly(na
     assert ranker.kind == {"list_ranker": "list", "point_ranker": "point"}[name]
     cal = ranker.calibration_
     assert cal.by_regime  # the shipped cards have a fallback, so their scores are calibrated by regime
-    # By regime: an instruction on a training centroid gets the near pair; one far away blends in the far pair
+    # Several fusion clusters: the near pair is offset per cluster (ranker.rankers.calibration, "By cluster").
+    assert ranker.fusion.num_clusters > 1 and cal.num_clusters == ranker.fusion.num_clusters
+    # By regime: an instruction on a training centroid gets its cluster's near pair; one far away blends in the far pair
     fallback = ranker.fusion.fallback
     near_q, far_q = on_support(fallback), beyond_support(fallback)
     far_share = float(ramp(fallback.distances(far_q[None]), fallback.near, fallback.far))
     assert far_share > 0.5  # the opposite of every centroid is far from the training data
     for q, share in ((near_q, 0.0), (far_q, far_share)):
         scores = ranker.score(q, torch.eye(4, ranker.n_features_in_), torch.full((4,), -0.5), ["1", "1", "2", None])
-        slope, bias = (1 - share) * cal.a + share * cal.far_a, (1 - share) * cal.b + share * cal.far_b
+        cluster = ranker.fusion.cluster_of(q)
+        near_a, near_b = cal.a + cal.cluster_a[cluster], cal.b + cal.cluster_b[cluster]
+        slope, bias = (1 - share) * near_a + share * cal.far_a, (1 - share) * near_b + share * cal.far_b
         assert torch.allclose(ranker.probability_correct(scores, q), torch.sigmoid(slope * scores + bias), atol=1e-6)
     with pytest.raises(ValueError, match="pass the scores' instructions"):
         ranker.probability_correct(scores)
