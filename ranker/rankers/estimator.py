@@ -306,7 +306,7 @@ class LanguageRanker:
         in_distances = torch.zeros(Q)
         for held in parts:
             in_distances[held] = support_distances(instructions[held], *fit_support(instructions[_rest(Q, held)], seed))
-        in_clusters = [fusion.cluster_of(instructions[i]) for i in range(Q)]
+        in_clusters = fusion.clusters_of(instructions).tolist()
         in_fused = [combine(fusion.weights[in_clusters[i]], oof[i], scoring[i]) for i in range(Q)]
         # Out of domain: each instruction cluster scored by a ranker, weights and support fitted without it.
         _, domain_of = kmeans(instructions, fusion_config.domains, seed)
@@ -494,7 +494,7 @@ class LanguageRanker:
             raise ValueError(f"the calibration has offsets for {self.calibration_.num_clusters} clusters, "
                              f"the fusion {self.fusion.num_clusters}")
         flat = instructions.reshape(-1, instructions.shape[-1])
-        clusters = torch.tensor([self.fusion.cluster_of(row) for row in flat], dtype=torch.long).reshape(shares.shape)
+        clusters = self.fusion.clusters_of(flat).reshape(shares.shape)
         return self.calibration_(scores, shares, clusters)
 
     def _fallback_shares(self, instructions: Tensor, scores: Tensor) -> Tensor:

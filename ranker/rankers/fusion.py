@@ -404,12 +404,16 @@ class Fusion:
 
     def cluster_of(self, instruction: Tensor) -> int:
         """Index of the nearest centroid to an instruction feature (H,)."""
+        return int(self.clusters_of(instruction.reshape(1, -1))[0])
+
+    def clusters_of(self, instructions: Tensor) -> Tensor:
+        """(M,) int64 index of the nearest centroid (cosine) to each instruction feature (M, H)."""
         if self.centroids is None:
-            return 0
-        if instruction.shape[-1] != self.centroids.shape[1]:
-            raise ValueError(f"instruction has {instruction.shape[-1]} features, the fusion centroids {self.centroids.shape[1]}")
-        unit = torch.nn.functional.normalize(instruction.float().cpu().flatten(), dim=0)
-        return int(torch.argmax(self.centroids @ unit))
+            return torch.zeros(instructions.shape[0], dtype=torch.long)
+        if instructions.shape[-1] != self.centroids.shape[1]:
+            raise ValueError(f"instruction has {instructions.shape[-1]} features, the fusion centroids {self.centroids.shape[1]}")
+        unit = torch.nn.functional.normalize(instructions.float().cpu(), dim=1)
+        return torch.argmax(unit @ self.centroids.T, dim=1)
 
     def weights_for(self, instruction: Tensor) -> dict[str, float]:
         """The weights that score the candidates of an instruction (H,): its cluster's, blended by the fallback."""
