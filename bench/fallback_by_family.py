@@ -3,8 +3,10 @@
 For every family F of a store: the instruction distances the fallback measures (raw cosine and
 centred, `ranker.rankers.fallback`) of F's held-out half to support fitted on everything else, and of
 all of F to support fitted without F; then the shipped ListRanker configuration trained without F
-(`train_on_store`, one seed), its fallback's rule, the mean share it gives F's prompts (training and
-held-out, as leave-one-family-out scores them), and best-of-N on those prompts three ways: as fitted,
+(`train_on_store`, one seed), its fallback's rule, each fallback candidate's pooled best-of-N on the
+training side and its paired z against the weighted vote (`choose_fallback_weights`), the mean share
+it gives F's prompts (training and held-out, as leave-one-family-out scores them), and best-of-N on
+those prompts three ways: as fitted,
 with the fallback switched off (share 0) and with every prompt fully on the fallback (share 1).
 
     PYTHONPATH=. .venv/bin/python bench/fallback_by_family.py --store data/suite --out assets/results/fallback_by_family.md
@@ -78,8 +80,13 @@ def share_rows(train: FeatureStore, test: FeatureStore, layer: int, seed: int) -
             prompts += len(held.problems)
             if fallback is not None:
                 shares += ramp(fallback.distances(held.features(layer)[0]), fallback.near, fallback.far).tolist()
+        candidates = ranker.fusion_report_.get("fallback", {}).get("fallback_candidates", {})
         rows.append({"left-out family": family, "rule": "none" if fallback is None else
                      f"{ranker.fusion_report_['fallback']['fallback_choice']}, near {fallback.near:.3f}, far {fallback.far:.3f}",
+                     "candidates: pooled (z vs the vote)": "; ".join(
+                         f"{name} {c['pooled']:.4f}" + (f" ({c['z_vs_preferred']:.2f})" if name != "weighted_vote" and
+                                                       "z_vs_preferred" in c else "")
+                         for name, c in candidates.items()),
                      "mean share": f"{sum(shares) / len(shares):.2f}" if shares else "0",
                      **{name: 100 * totals[name] / prompts for name in (*variants, "logprob_vote", "max_logprob")}})
     return rows
